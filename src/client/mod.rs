@@ -1,0 +1,232 @@
+//! One task per client connection: startup, login, welcome, then the transaction relay.
+
+pub mod auth;
+pub mod relay;
+pub mod startup;
+
+use crate::protocol::startup::{StartupPacket, read_startup};
+use crate::protocol::{ProtocolError, SQLSTATE_PROTOCOL_VIOLATION, backend};
+use crate::server::stream::Stream;
+use crate::state::Shared;
+use bytes::BytesMut;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::io::AsyncWriteExt;
+
+static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A client socket with its read buffer and identity for logs.
+pub struct ClientConn {
+    pub stream: Stream,
+    pub rbuf: BytesMut,
+    pub id: u64,
+    /// `ip:port`, or `unix(pid)`.
+    pub peer: String,
+    /// `db/user` once known, for log lines.
+    pub who: String,
+}
+
+impl ClientConn {
+    pub async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(b).await
+    }
+
+    /// PgBouncer's log prefix: `C-0x..: db/user@addr`.
+    pub fn prefix(&self) -> String {
+        format!("C-{:#x}: {}@{}", self.id, self.who, self.peer)
+    }
+}
+
+/// Why a client session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Sent to the client as FATAL with this SQLSTATE, then the connection is closed.
+    #[error("{message}")]
+    Fatal { sqlstate: String, message: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Protocol(#[from] ProtocolError),
+}
+
+impl ClientError {
+    pub fn fatal(msg: impl Into<String>) -> Self {
+        ClientError::Fatal {
+            sqlstate: SQLSTATE_PROTOCOL_VIOLATION.into(),
+            message: msg.into(),
+        }
+    }
+}
+
+/// Serve one accepted connection until it ends. Never panics on client input.
+pub async fn handle(stream: Stream, peer: String, shared: Arc<Shared>) {
+    let mut conn = ClientConn {
+        stream,
+        rbuf: BytesMut::new(),
+        id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
+        peer,
+        who: "(nodb)/(nouser)".into(),
+    };
+    let cfg = shared.config();
+    let res = run(&mut conn, &shared).await;
+    let err = match res {
+        Ok(()) => return,
+        Err(ClientError::Fatal { sqlstate, message }) => Some((sqlstate, message)),
+        Err(ClientError::Protocol(ProtocolError::BadHeader)) => Some((
+            SQLSTATE_PROTOCOL_VIOLATION.into(),
+            "bad packet header".into(),
+        )),
+        Err(ClientError::Protocol(ProtocolError::BadPacket)) => {
+            Some((SQLSTATE_PROTOCOL_VIOLATION.into(), "bad packet".into()))
+        }
+        Err(ClientError::Protocol(ProtocolError::UnknownPacket(_))) => {
+            Some((SQLSTATE_PROTOCOL_VIOLATION.into(), "unknown pkt".into()))
+        }
+        Err(_) => None,
+    };
+    if let Some((code, msg)) = err {
+        if cfg.general.log_pooler_errors {
+            tracing::warn!("{} pooler error: {}", conn.prefix(), msg);
+        }
+        let mut out = BytesMut::new();
+        backend::error_response(&mut out, "FATAL", &code, &msg);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), conn.write_all(&out)).await;
+    }
+}
+
+async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientError> {
+    let cfg = shared.config();
+    let g = &cfg.general;
+    let login = async {
+        loop {
+            match read_startup(&mut conn.stream, &mut conn.rbuf).await? {
+                StartupPacket::Ssl | StartupPacket::GssEnc => conn.write_all(b"N").await?,
+                StartupPacket::Cancel { key } => {
+                    shared.cancel.cancel(&key).await;
+                    return Ok(None);
+                }
+                StartupPacket::OldProtocol => {
+                    return Err(ClientError::fatal("old V2 protocol not supported"));
+                }
+                StartupPacket::Startup {
+                    minor,
+                    params,
+                    protocol_options,
+                } => {
+                    if minor > 0 || !protocol_options.is_empty() {
+                        let opts: Vec<&[u8]> =
+                            protocol_options.iter().map(|s| s.as_bytes()).collect();
+                        let mut out = BytesMut::new();
+                        backend::negotiate_protocol_version(&mut out, 0, &opts);
+                        conn.write_all(&out).await?;
+                    }
+                    return Ok(Some(params));
+                }
+            }
+        }
+    };
+    let params = if g.client_login_timeout.is_zero() {
+        login.await?
+    } else {
+        match tokio::time::timeout(g.client_login_timeout, login).await {
+            Ok(r) => r?,
+            Err(_) => return Err(ClientError::fatal("client_login_timeout")),
+        }
+    };
+    let Some(params) = params else { return Ok(()) };
+    let add_host = g.application_name_add_host.then_some(conn.peer.as_str());
+    let info = startup::decide(
+        &params,
+        &shared.tracked,
+        &g.ignore_startup_parameters,
+        add_host,
+    )
+    .map_err(ClientError::fatal)?;
+    conn.who = format!("{}/{}", info.database, info.user);
+
+    let _count = ClientCount::new(shared);
+    if shared.clients.load(Ordering::Relaxed) > g.max_client_conn as usize
+        && info.database != "pgbouncer"
+    {
+        return Err(ClientError::fatal(
+            "no more connections allowed (max_client_conn)",
+        ));
+    }
+    if g.log_connections {
+        tracing::info!(
+            "{} login attempt: db={} user={} tls=no replication=no",
+            conn.prefix(),
+            info.database,
+            info.user
+        );
+    }
+    let db = cfg.database(&info.database).cloned();
+    let forced = db.as_ref().is_some_and(|d| d.user.is_some());
+    let outcome = auth::authenticate(conn, shared, &info.user, forced).await?;
+    let Some(db) = db else {
+        return Err(ClientError::fatal(format!(
+            "no such database: {}",
+            info.database
+        )));
+    };
+    if shared.shutting_down.load(Ordering::Relaxed) {
+        return Err(ClientError::fatal("server shutting down"));
+    }
+    let pool = shared.pool_for(&info.database, &db, &info.user);
+    if let Some(keys) = outcome.scram_keys
+        && !forced
+    {
+        pool.set_scram_keys(keys);
+    }
+    let welcome = pool.ensure_welcome().await.map_err(relay::checkout_error)?;
+    let cancel = shared.cancel.register();
+    let mut params = info.params;
+    params.fill_from(&welcome.params);
+
+    let mut out = BytesMut::with_capacity(512);
+    backend::auth_request(&mut out, backend::AUTH_OK, &[]);
+    for (k, v) in &welcome.list {
+        let v = shared
+            .tracked
+            .index(k)
+            .and_then(|i| params.get(i))
+            .unwrap_or(v);
+        backend::parameter_status(&mut out, k.as_bytes(), v.as_bytes());
+    }
+    let (pid, secret) = (
+        u32::from_be_bytes(cancel.key[0..4].try_into().unwrap()),
+        u32::from_be_bytes(cancel.key[4..8].try_into().unwrap()),
+    );
+    backend::backend_key_data(&mut out, pid, secret);
+    backend::ready_for_query(&mut out, b'I');
+    conn.write_all(&out).await?;
+    pool.stats.client_logins.fetch_add(1, Ordering::Relaxed);
+
+    let mut relay = relay::Relay::new(conn, shared, pool, params, cancel.slot.clone());
+    let res = relay.run().await;
+    relay.finish().await;
+    if g.log_disconnections {
+        tracing::info!(
+            "{} closing because: client close request (age={}s)",
+            relay.conn_prefix(),
+            relay.age_secs()
+        );
+    }
+    res
+}
+
+/// Counts a connected client for max_client_conn while alive.
+struct ClientCount<'a>(&'a Shared);
+
+impl<'a> ClientCount<'a> {
+    fn new(s: &'a Shared) -> Self {
+        s.clients.fetch_add(1, Ordering::Relaxed);
+        ClientCount(s)
+    }
+}
+
+impl Drop for ClientCount<'_> {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,423 @@
+//! The transaction relay: forwards raw bytes both ways, tracks message boundaries, and lends/returns the server.
+//!
+//! A server is taken when the client sends its first message of a transaction and returned on
+//! ReadyForQuery 'I' with no Sync/Query outstanding, no unsynced extended-protocol messages, not in
+//! COPY-in, and nothing half-forwarded. Both directions are full duplex with bounded buffers.
+
+use super::{ClientConn, ClientError};
+use crate::cancel::CancelSlot;
+use crate::params::ParamSet;
+use crate::pool::{CheckoutError, Mode, Pool};
+use crate::protocol::scan::Scanner;
+use crate::protocol::take_cstr;
+use crate::server::ServerConn;
+use crate::server::login::run_simple;
+use crate::state::Shared;
+use bytes::{Buf, BytesMut};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Stop reading a side while this many bytes wait to be written to the other.
+const BACKPRESSURE: usize = 256 * 1024;
+/// Read chunk reserved before each read.
+const READ_CHUNK: usize = 16 * 1024;
+
+pub fn checkout_error(e: CheckoutError) -> ClientError {
+    match e {
+        CheckoutError::WaitTimeout => ClientError::fatal("query_wait_timeout"),
+        CheckoutError::Server(code, msg) => ClientError::Fatal {
+            sqlstate: code,
+            message: msg,
+        },
+        CheckoutError::Closed => ClientError::fatal("server shutting down"),
+    }
+}
+
+pub struct Relay<'a> {
+    conn: &'a mut ClientConn,
+    shared: &'a Shared,
+    pool: Arc<Pool>,
+    params: ParamSet,
+    slot: Arc<CancelSlot>,
+    cscan: Scanner,
+    /// Complete client bytes waiting to be written to the server.
+    c_out: BytesMut,
+    /// Bytes read from the server, not yet scanned.
+    s_in: BytesMut,
+    sscan: Scanner,
+    /// Complete server bytes waiting to be written to the client.
+    s_out: BytesMut,
+    server: Option<ServerConn>,
+    /// ReadyForQuery messages still expected (one per Query, Sync, FunctionCall).
+    pending: u32,
+    /// Extended-protocol messages sent since the last Sync.
+    ext_open: bool,
+    copy_in: bool,
+    /// Status byte of the last ReadyForQuery.
+    status: u8,
+    terminated: bool,
+    /// The linked server failed a read or write.
+    server_broken: bool,
+    disable_pqexec: bool,
+    started: Instant,
+    xact_start: Option<Instant>,
+    bytes_in: u64,
+    bytes_out: u64,
+    queries: u64,
+}
+
+impl<'a> Relay<'a> {
+    pub fn new(
+        conn: &'a mut ClientConn,
+        shared: &'a Shared,
+        pool: Arc<Pool>,
+        params: ParamSet,
+        slot: Arc<CancelSlot>,
+    ) -> Self {
+        let cfg = shared.config();
+        let max = cfg.general.max_packet_size as usize;
+        Relay {
+            conn,
+            shared,
+            pool,
+            params,
+            slot,
+            cscan: Scanner::new(max),
+            c_out: BytesMut::new(),
+            s_in: BytesMut::new(),
+            sscan: Scanner::new(usize::MAX >> 1),
+            s_out: BytesMut::new(),
+            server: None,
+            pending: 0,
+            ext_open: false,
+            copy_in: false,
+            status: b'I',
+            terminated: false,
+            server_broken: false,
+            disable_pqexec: cfg.general.disable_pqexec,
+            started: Instant::now(),
+            xact_start: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            queries: 0,
+        }
+    }
+
+    pub fn conn_prefix(&self) -> String {
+        self.conn.prefix()
+    }
+
+    pub fn age_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Relay until the client leaves. `Ok` means the client closed the session normally.
+    pub async fn run(&mut self) -> Result<(), ClientError> {
+        loop {
+            self.scan_client()?;
+            if self.terminated {
+                return Ok(());
+            }
+            if self.server.is_none() && !self.c_out.is_empty() {
+                self.acquire().await?;
+            }
+            if self.server.is_some()
+                && self.releasable()
+                && self.pool.settings.mode != Mode::Session
+            {
+                self.release();
+            }
+            self.step().await?;
+        }
+    }
+
+    /// One round of I/O: read or write whichever side is ready.
+    async fn step(&mut self) -> Result<(), ClientError> {
+        let c_room = self.c_out.len() < BACKPRESSURE;
+        let s_room = self.s_out.len() < BACKPRESSURE;
+        let cbuf = &mut self.conn.rbuf;
+        if cbuf.capacity() - cbuf.len() < 1024 {
+            cbuf.reserve(READ_CHUNK);
+        }
+        let (mut cr, mut cw) = self.conn.stream.split();
+        let ev = match &mut self.server {
+            Some(server) => {
+                if self.s_in.capacity() - self.s_in.len() < 1024 {
+                    self.s_in.reserve(READ_CHUNK);
+                }
+                let (mut sr, mut sw) = server.stream.split();
+                tokio::select! {
+                    biased;
+                    r = sw.write(&self.c_out), if !self.c_out.is_empty() => Ev::ToServer(r),
+                    r = cw.write(&self.s_out), if !self.s_out.is_empty() => Ev::ToClient(r),
+                    r = sr.read_buf(&mut self.s_in), if s_room => Ev::FromServer(r),
+                    r = cr.read_buf(cbuf), if c_room => Ev::FromClient(r),
+                }
+            }
+            None => {
+                tokio::select! {
+                    biased;
+                    r = cw.write(&self.s_out), if !self.s_out.is_empty() => Ev::ToClient(r),
+                    r = cr.read_buf(cbuf), if c_room => Ev::FromClient(r),
+                }
+            }
+        };
+        match ev {
+            Ev::ToServer(Ok(n)) if n > 0 => self.c_out.advance(n),
+            Ev::ToServer(_) | Ev::FromServer(Err(_)) | Ev::FromServer(Ok(0)) => {
+                self.server_broken = true;
+                return Err(ClientError::fatal("server conn crashed?"));
+            }
+            Ev::FromServer(Ok(n)) => {
+                self.bytes_out += n as u64;
+                self.scan_server()?;
+            }
+            Ev::ToClient(Ok(n)) if n > 0 => self.s_out.advance(n),
+            Ev::ToClient(Ok(_)) => {
+                return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+            }
+            Ev::ToClient(Err(e)) | Ev::FromClient(Err(e)) => return Err(e.into()),
+            Ev::FromClient(Ok(0)) => {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+            Ev::FromClient(Ok(n)) => self.bytes_in += n as u64,
+        }
+        Ok(())
+    }
+
+    /// Walk new client messages: count requests, drop Terminate and stray COPY data.
+    fn scan_client(&mut self) -> Result<(), ClientError> {
+        let buf = &mut self.conn.rbuf;
+        while let Some(m) = self.cscan.next(buf, |_| false)? {
+            match m.tag {
+                b'Q' => {
+                    if self.disable_pqexec {
+                        return Err(ClientError::fatal("PQexec disallowed"));
+                    }
+                    self.pending += 1;
+                }
+                b'F' => self.pending += 1,
+                b'S' => {
+                    self.pending += 1;
+                    self.ext_open = false;
+                }
+                b'P' | b'B' | b'D' | b'E' | b'C' => self.ext_open = true,
+                b'H' => {}
+                b'd' | b'c' | b'f' => {
+                    if self.server.is_none() && self.c_out.is_empty() && m.start == 0 {
+                        // late COPY data after the server was released: dropped, as PgBouncer does
+                        self.cscan.discard_head(buf);
+                    } else if m.tag != b'd' {
+                        self.copy_in = false;
+                    }
+                }
+                b'X' => {
+                    self.cscan.truncate(buf, m.start);
+                    self.terminated = true;
+                    break;
+                }
+                other => {
+                    return Err(ClientError::Protocol(
+                        crate::protocol::ProtocolError::UnknownPacket(other),
+                    ));
+                }
+            }
+        }
+        let done = self.cscan.take_scanned(buf);
+        append(&mut self.c_out, done);
+        Ok(())
+    }
+
+    /// Walk new server messages: ReadyForQuery, tracked ParameterStatus, COPY-in start.
+    fn scan_server(&mut self) -> Result<(), ClientError> {
+        loop {
+            let m = match self.sscan.next(&mut self.s_in, |t| t == b'Z' || t == b'S') {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(_) => {
+                    self.server_broken = true;
+                    return Err(ClientError::fatal("server conn crashed?"));
+                }
+            };
+            match m.tag {
+                b'Z' => {
+                    let body = m.body.unwrap();
+                    self.status = self.s_in.get(body.start).copied().unwrap_or(b'I');
+                    self.pending = self.pending.saturating_sub(1);
+                    self.queries += 1;
+                    if self.status == b'T' && self.pool.settings.mode == Mode::Statement {
+                        return Err(ClientError::fatal(
+                            "transaction blocks not allowed in statement pooling mode",
+                        ));
+                    }
+                    if self.pending == 0 {
+                        self.copy_in = false;
+                    }
+                }
+                b'S' => {
+                    let body = &self.s_in[m.body.unwrap()];
+                    if let Some((k, rest)) = take_cstr(body)
+                        && let Some((v, _)) = take_cstr(rest)
+                        && let Some(i) = self.shared.tracked.index_bytes(k)
+                    {
+                        let v = String::from_utf8_lossy(v);
+                        self.params.set(i, &v);
+                        if let Some(s) = self.server.as_mut() {
+                            s.params.set(i, &v);
+                        }
+                    }
+                }
+                b'G' | b'W' => self.copy_in = true,
+                _ => {}
+            }
+        }
+        let done = self.sscan.take_scanned(&mut self.s_in);
+        append(&mut self.s_out, done);
+        Ok(())
+    }
+
+    fn releasable(&self) -> bool {
+        self.status == b'I'
+            && self.pending == 0
+            && !self.ext_open
+            && !self.copy_in
+            && self.c_out.is_empty()
+            && self.cscan.at_boundary()
+            && self.sscan.at_boundary()
+            && self.s_in.is_empty()
+    }
+
+    /// Take a server for the next transaction and bring its tracked parameters in line.
+    async fn acquire(&mut self) -> Result<(), ClientError> {
+        let wait_start = Instant::now();
+        loop {
+            let mut server = self.pool.checkout().await.map_err(checkout_error)?;
+            if let Some(sql) = self.params.sync_sql(&server.params, &self.shared.tracked) {
+                match run_simple(&mut server, &sql, &self.shared.tracked).await {
+                    Ok(()) => {
+                        for i in 0..self.shared.tracked.len() {
+                            if self.params.get(i).is_some()
+                                && let Some(v) = server.params.get(i)
+                            {
+                                let v = v.to_string();
+                                self.params.set(i, &v);
+                            }
+                        }
+                    }
+                    Err(crate::server::ServerError::Login { sqlstate, message }) => {
+                        self.pool.close_active(server, "invalid server parameter");
+                        return Err(ClientError::Fatal { sqlstate, message });
+                    }
+                    Err(_) => {
+                        // the idle server died under us: try another one
+                        self.pool.close_active(server, "server conn crashed?");
+                        continue;
+                    }
+                }
+            }
+            let stats = &self.pool.stats;
+            crate::pool::stats::PoolStats::add(
+                &stats.wait_time_us,
+                wait_start.elapsed().as_micros() as u64,
+            );
+            crate::pool::stats::PoolStats::add(&stats.server_assignments, 1);
+            self.slot.link(&server.addr, server.key);
+            self.status = b'I';
+            self.xact_start = Some(Instant::now());
+            self.server = Some(server);
+            return Ok(());
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.slot.unlink();
+            self.flush_stats();
+            self.pool.checkin(server, true);
+        }
+    }
+
+    fn flush_stats(&mut self) {
+        use crate::pool::stats::PoolStats as P;
+        let s = &self.pool.stats;
+        P::add(&s.xacts, 1);
+        P::add(&s.queries, std::mem::take(&mut self.queries));
+        P::add(&s.bytes_received, std::mem::take(&mut self.bytes_in));
+        P::add(&s.bytes_sent, std::mem::take(&mut self.bytes_out));
+        if let Some(t) = self.xact_start.take() {
+            P::add(&s.xact_time_us, t.elapsed().as_micros() as u64);
+        }
+    }
+
+    /// After the client is gone: return a clean server (session mode: after the reset query),
+    /// close one left inside a transaction.
+    pub async fn finish(&mut self) {
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
+        self.slot.unlink();
+        self.flush_stats();
+        if self.server_broken {
+            self.pool.close_active(server, "server conn crashed?");
+            return;
+        }
+        let clean = self.status == b'I'
+            && self.pending == 0
+            && !self.ext_open
+            && !self.copy_in
+            && self.c_out.is_empty()
+            && self.cscan.at_boundary()
+            && self.sscan.at_boundary()
+            && self.s_in.is_empty();
+        if !clean {
+            let reason = if self.pending > 0 {
+                "client disconnected with query in progress"
+            } else {
+                "client disconnect while server was not ready"
+            };
+            self.pool.close_active(server, reason);
+            return;
+        }
+        if self.pool.settings.mode == Mode::Session
+            && let Some(q) = self.pool.settings.reset_query.clone()
+            && let Err(e) = run_simple(&mut server, &q, &self.shared.tracked).await
+        {
+            tracing::warn!("server_reset_query failed: {e}");
+            self.pool.close_active(server, "server_reset_query failed");
+            return;
+        }
+        self.pool.checkin(server, true);
+    }
+}
+
+/// Queue `more` behind `out` (no copy when they are adjacent in one allocation).
+#[inline]
+fn append(out: &mut BytesMut, more: BytesMut) {
+    if more.is_empty() {
+        return;
+    }
+    if out.is_empty() {
+        *out = more;
+    } else {
+        out.unsplit(more);
+    }
+}
+
+/// Outcome of one I/O round.
+enum Ev {
+    ToServer(std::io::Result<usize>),
+    ToClient(std::io::Result<usize>),
+    FromServer(std::io::Result<usize>),
+    FromClient(std::io::Result<usize>),
+}
+
+impl Drop for Relay<'_> {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.slot.unlink();
+            self.pool
+                .close_active(server, "client disconnect while server was not ready");
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! pgmux: a PgBouncer-compatible PostgreSQL connection pooler (library crate; `main.rs` is a thin CLI).
+
+pub mod app;
+pub mod auth;
+pub mod cancel;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod dev;
+pub mod devcmd;
+pub mod listener;
+pub mod logging;
+pub mod params;
+pub mod pool;
+pub mod protocol;
+pub mod server;
+pub mod state;

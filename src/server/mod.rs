@@ -1,0 +1,106 @@
+//! Server connections: where they go (`ServerTarget`), what they carry (`ServerConn`), and why they fail.
+
+pub mod login;
+pub mod stream;
+
+use crate::params::ParamSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use stream::Stream;
+use thiserror::Error;
+
+/// Where and as whom a pool connects.
+#[derive(Debug)]
+pub struct ServerTarget {
+    pub hosts: Vec<String>,
+    pub port: u16,
+    /// Used when `hosts` is empty (PgBouncer connects over the unix socket then).
+    pub default_unix_dir: String,
+    pub dbname: String,
+    pub user: String,
+    /// Raw secret (plaintext, md5..., SCRAM-SHA-256$...) used to answer the server's auth request.
+    pub password: Option<String>,
+    /// Extra StartupMessage parameters from the [databases] entry.
+    pub startup: Vec<(String, String)>,
+    pub connect_query: Option<String>,
+    pub connect_timeout: Duration,
+    pub next_host: AtomicUsize,
+}
+
+/// The address a server connection went to, for cancel requests and logs.
+#[derive(Debug, Clone)]
+pub enum ServerAddr {
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerAddr::Tcp(a) => write!(f, "{a}"),
+            ServerAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One logged-in connection to PostgreSQL.
+#[derive(Debug)]
+pub struct ServerConn {
+    pub id: u64,
+    pub stream: Stream,
+    pub addr: ServerAddr,
+    pub local: String,
+    /// The server's own BackendKeyData.
+    pub key: (u32, u32),
+    /// Current values of the tracked parameters on this server.
+    pub params: ParamSet,
+    pub created: Instant,
+    pub last_used: Instant,
+}
+
+impl ServerConn {
+    pub fn new_id() -> u64 {
+        NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn age(&self) -> Duration {
+        self.created.elapsed()
+    }
+
+    /// True when an idle connection is still usable: no EOF and no unexpected bytes
+    /// (a terminated backend sends a FATAL ErrorResponse before closing).
+    pub fn is_healthy(&self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.stream.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("connect timeout")]
+    Timeout,
+    /// The server refused the login: passed to clients with the server's SQLSTATE and text.
+    #[error("{message}")]
+    Login { sqlstate: String, message: String },
+    #[error("server login failed: {0}")]
+    Auth(String),
+    #[error("{0}")]
+    Protocol(#[from] crate::protocol::ProtocolError),
+    #[error("server conn crashed?")]
+    Crashed,
+}
+
+impl ServerError {
+    /// SQLSTATE and message a waiting client is sent.
+    pub fn client_error(&self) -> (String, String) {
+        match self {
+            ServerError::Login { sqlstate, message } => (sqlstate.clone(), message.clone()),
+            other => ("08P01".to_string(), other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Shared state of a running pooler (config, userlist, pools, cancel keys, counters), passed around as an `Arc`.
+
+use crate::cancel::CancelRegistry;
+use crate::config::{Config, DatabaseConfig, PoolMode, UserList};
+use crate::params::Tracked;
+use crate::pool::{Mode, Pool, PoolSettings};
+use crate::server::ServerTarget;
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, RwLock};
+use tokio::sync::Notify;
+
+pub struct Shared {
+    config: RwLock<Arc<Config>>,
+    userlist: RwLock<Arc<UserList>>,
+    pub tracked: Arc<Tracked>,
+    pub pools: DashMap<(String, String), Arc<Pool>>,
+    pub cancel: CancelRegistry,
+    /// Connected non-admin clients (for max_client_conn).
+    pub clients: AtomicUsize,
+    pub shutting_down: AtomicBool,
+    pub shutdown: Notify,
+    /// Cached ad-hoc SCRAM secrets derived from plaintext userlist passwords: user → (password, secret).
+    pub adhoc_scram: DashMap<String, (String, crate::auth::ScramSecret)>,
+    /// Random per-process seed for mock SCRAM secrets of unknown users.
+    pub mock_seed: [u8; 16],
+}
+
+impl Shared {
+    pub fn new(config: Config, userlist: UserList) -> Arc<Shared> {
+        let tracked = Arc::new(Tracked::new(&config.general.track_extra_parameters));
+        Arc::new(Shared {
+            config: RwLock::new(Arc::new(config)),
+            userlist: RwLock::new(Arc::new(userlist)),
+            tracked,
+            pools: DashMap::new(),
+            cancel: CancelRegistry::default(),
+            clients: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+            shutdown: Notify::new(),
+            adhoc_scram: DashMap::new(),
+            mock_seed: {
+                let mut s = [0u8; 16];
+                getrandom::fill(&mut s).expect("OS random source");
+                s
+            },
+        })
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap().clone()
+    }
+
+    pub fn userlist(&self) -> Arc<UserList> {
+        self.userlist.read().unwrap().clone()
+    }
+
+    pub fn set_userlist(&self, u: UserList) {
+        *self.userlist.write().unwrap() = Arc::new(u);
+        self.adhoc_scram.clear();
+    }
+
+    /// The pool for a client of `db` logged in as `user` (the forced user, if the entry has one).
+    pub fn pool_for(&self, db_name: &str, db: &DatabaseConfig, user: &str) -> Arc<Pool> {
+        let pool_user = db.user.clone().unwrap_or_else(|| user.to_string());
+        let key = (db_name.to_string(), pool_user.clone());
+        if let Some(p) = self.pools.get(&key) {
+            return p.clone();
+        }
+        let cfg = self.config();
+        let g = &cfg.general;
+        let ucfg = cfg.users.get(&pool_user);
+        let password = db
+            .password
+            .clone()
+            .or_else(|| self.userlist().get(&pool_user).map(str::to_string));
+        let mut startup = Vec::new();
+        for (k, v) in [
+            ("client_encoding", &db.client_encoding),
+            ("datestyle", &db.datestyle),
+            ("timezone", &db.timezone),
+            ("application_name", &db.application_name),
+        ] {
+            if let Some(v) = v {
+                startup.push((k.to_string(), v.clone()));
+            }
+        }
+        let target = ServerTarget {
+            hosts: db.hosts.clone(),
+            port: db.port,
+            default_unix_dir: if g.unix_socket_dir.is_empty() {
+                "/tmp".into()
+            } else {
+                g.unix_socket_dir.clone()
+            },
+            dbname: db.dbname.clone().unwrap_or_else(|| db_name.to_string()),
+            user: pool_user.clone(),
+            password,
+            startup,
+            connect_query: db.connect_query.clone(),
+            connect_timeout: g.server_connect_timeout,
+            next_host: AtomicUsize::new(0),
+        };
+        let mode = ucfg
+            .and_then(|u| u.pool_mode)
+            .or(db.pool_mode)
+            .unwrap_or(g.pool_mode);
+        let size = ucfg
+            .and_then(|u| u.pool_size)
+            .or(db.pool_size)
+            .unwrap_or(g.default_pool_size);
+        let settings = PoolSettings {
+            size: if size == 0 { usize::MAX } else { size as usize },
+            min_size: db.min_pool_size.unwrap_or(g.min_pool_size) as usize,
+            mode: match mode {
+                PoolMode::Session => Mode::Session,
+                PoolMode::Transaction => Mode::Transaction,
+                PoolMode::Statement => Mode::Statement,
+            },
+            server_lifetime: db.server_lifetime.unwrap_or(g.server_lifetime),
+            server_idle_timeout: g.server_idle_timeout,
+            query_wait_timeout: ucfg
+                .and_then(|u| u.query_wait_timeout)
+                .or(db.query_wait_timeout)
+                .unwrap_or(g.query_wait_timeout),
+            round_robin: g.server_round_robin,
+            reset_query: if g.server_reset_query.trim().is_empty() {
+                None
+            } else {
+                Some(g.server_reset_query.clone())
+            },
+        };
+        let pool = Pool::new(
+            db_name.to_string(),
+            pool_user,
+            target,
+            settings,
+            self.tracked.clone(),
+            g.log_disconnections,
+        );
+        self.pools.entry(key).or_insert(pool).clone()
+    }
+}

@@ -1,0 +1,248 @@
+//! Test harness: a throwaway PostgreSQL (pgmux::dev) with pgmux started in front of it as a real process.
+#![allow(dead_code)]
+
+use pgmux::dev::{PgOptions, Seed, TempPostgres};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// PostgreSQL plus the seed objects.
+pub fn postgres(max_connections: u32) -> (TempPostgres, Seed) {
+    let pg = TempPostgres::start(&PgOptions {
+        max_connections,
+        ..Default::default()
+    })
+    .expect("start PostgreSQL");
+    let seed = pg.create_seed().expect("create seed");
+    (pg, seed)
+}
+
+pub struct Pgmux {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    pub ini: PathBuf,
+}
+
+static DIR_SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Pgmux {
+    /// Start pgmux with `[databases]` pointing at `pg` (synergyflow and postgres), the given
+    /// `[pgbouncer]` lines (appended after the defaults, so they win) and userlist entries.
+    pub fn start(pg: &TempPostgres, pgbouncer_lines: &str, userlist: &[(&str, &str)]) -> Pgmux {
+        let dir = std::env::temp_dir().join(format!(
+            "pgmux-test-{}-{}",
+            std::process::id(),
+            DIR_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let log = dir.join("pgmux.log");
+        let mut ul = String::new();
+        for (u, p) in userlist {
+            ul.push_str(&format!("\"{u}\" \"{p}\"\n"));
+        }
+        std::fs::write(dir.join("userlist.txt"), ul).unwrap();
+        let ini = dir.join("pgbouncer.ini");
+        let text = format!(
+            "[databases]\n\
+             synergyflow = host=127.0.0.1 port={pgport} dbname=synergyflow\n\
+             postgres = host=127.0.0.1 port={pgport}\n\
+             aliasdb = host=127.0.0.1 port={pgport} dbname=synergyflow\n\
+             \n[pgbouncer]\n\
+             listen_addr = 127.0.0.1\n\
+             listen_port = {port}\n\
+             unix_socket_dir = {dir}\n\
+             auth_type = scram-sha-256\n\
+             auth_file = {dir}/userlist.txt\n\
+             logfile = {log}\n\
+             pool_mode = transaction\n\
+             max_client_conn = 1000\n\
+             default_pool_size = 50\n\
+             ignore_startup_parameters = extra_float_digits,options\n\
+             {pgbouncer_lines}\n",
+            pgport = pg.port(),
+            dir = dir.display(),
+            log = log.display(),
+        );
+        std::fs::write(&ini, text).unwrap();
+        Self::spawn(dir, port, log, ini)
+    }
+
+    fn spawn(dir: PathBuf, port: u16, log: PathBuf, ini: PathBuf) -> Pgmux {
+        let child = Command::new(env!("CARGO_BIN_EXE_pgmux"))
+            .arg("-q")
+            .arg(&ini)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn pgmux");
+        let m = Pgmux {
+            child: Some(child),
+            port,
+            dir,
+            log,
+            ini,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "pgmux did not start listening:\n{}",
+                m.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        m
+    }
+
+    pub fn url(&self, db: &str, user: &str, password: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} dbname={db} user={user} password={password} connect_timeout=10",
+            self.port
+        )
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Send a signal and wait for the process to exit; returns its exit status code.
+    pub fn signal_and_wait(&mut self, sig: i32, timeout: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        unsafe { libc_kill(child.id() as i32, sig) };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+impl Drop for Pgmux {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("pgmux log ({}):\n{}", self.log.display(), self.log_text());
+        }
+    }
+}
+
+/// tokio-postgres connection with its driver task spawned.
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// Count backends of `user` in `db` as PostgreSQL sees them.
+pub fn backends(pg: &TempPostgres, db: &str, user: &str) -> usize {
+    pg.psql(
+        "postgres",
+        &format!("select count(*) from pg_stat_activity where datname='{db}' and usename='{user}'"),
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+/// Raw startup: send a StartupMessage with these params (and protocol version), return the first
+/// ErrorResponse's (severity, code, message), or None if the server asked for authentication.
+pub fn raw_startup(
+    port: u16,
+    version: u32,
+    params: &[(&str, &str)],
+) -> Option<(String, String, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut body = version.to_be_bytes().to_vec();
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut pkt = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    pkt.extend(body);
+    s.write_all(&pkt).unwrap();
+    read_error(&mut s)
+}
+
+/// Read messages until an ErrorResponse (returned) or an authentication request (None).
+pub fn read_error(s: &mut TcpStream) -> Option<(String, String, String)> {
+    loop {
+        let mut hdr = [0u8; 5];
+        s.read_exact(&mut hdr).ok()?;
+        let len = u32::from_be_bytes(hdr[1..5].try_into().unwrap()) as usize - 4;
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).unwrap();
+        match hdr[0] {
+            b'E' => return Some(error_fields(&body)),
+            b'R' => return None,
+            _ => continue,
+        }
+    }
+}
+
+pub fn error_fields(body: &[u8]) -> (String, String, String) {
+    let (mut sev, mut code, mut msg) = (String::new(), String::new(), String::new());
+    let mut i = 0;
+    while i < body.len() && body[i] != 0 {
+        let t = body[i];
+        let end = body[i + 1..].iter().position(|&c| c == 0).unwrap() + i + 1;
+        let v = String::from_utf8_lossy(&body[i + 1..end]).into_owned();
+        match t {
+            b'S' => sev = v,
+            b'C' => code = v,
+            b'M' => msg = v,
+            _ => {}
+        }
+        i = end + 1;
+    }
+    (sev, code, msg)
+}
+
+/// The (code, message) of a tokio-postgres error that came from the server side.
+pub fn db_error(e: &tokio_postgres::Error) -> (String, String) {
+    match e.as_db_error() {
+        Some(d) => (d.code().code().to_string(), d.message().to_string()),
+        None => (String::new(), e.to_string()),
+    }
+}
