@@ -1,1 +1,136 @@
-fn main() {}
+//! Criterion micro-benchmarks of the hot path: message-boundary scanning and pool checkout/checkin.
+
+use bytes::BytesMut;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use pgmux::params::Tracked;
+use pgmux::pool::{Mode, Pool, PoolSettings};
+use pgmux::protocol::scan::Scanner;
+use pgmux::server::stream::Stream;
+use pgmux::server::{ServerAddr, ServerConn, ServerTarget};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
+
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![tag];
+    v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+/// A server reply to `SELECT` of 100 small rows, as it crosses the relay.
+fn result_set() -> Vec<u8> {
+    let mut v = msg(b'T', &[0u8; 30]);
+    for _ in 0..100 {
+        v.extend(msg(b'D', &[0u8; 40]));
+    }
+    v.extend(msg(b'C', b"SELECT 100\0"));
+    v.extend(msg(b'Z', b"I"));
+    v
+}
+
+fn scanning(c: &mut Criterion) {
+    let data = result_set();
+    let mut g = c.benchmark_group("scan");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.bench_function("server_result_100_rows", |b| {
+        let mut sc = Scanner::new(1 << 30);
+        let mut buf = BytesMut::with_capacity(data.len() * 2);
+        b.iter(|| {
+            buf.extend_from_slice(&data);
+            let mut z = 0;
+            while let Some(m) = sc.next(&mut buf, |t| t == b'Z' || t == b'S').unwrap() {
+                z += (m.tag == b'Z') as u32;
+            }
+            let out = sc.take_scanned(&mut buf);
+            assert_eq!(z, 1);
+            std::hint::black_box(out);
+        })
+    });
+    let q = msg(
+        b'Q',
+        b"SELECT abalance FROM pgbench_accounts WHERE aid = 12345;\0",
+    );
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("client_query", |b| {
+        let mut sc = Scanner::new(1 << 30);
+        let mut buf = BytesMut::with_capacity(1024);
+        b.iter(|| {
+            buf.extend_from_slice(&q);
+            while let Some(m) = sc.next(&mut buf, |_| false).unwrap() {
+                std::hint::black_box(m.tag);
+            }
+            std::hint::black_box(sc.take_scanned(&mut buf));
+        })
+    });
+    g.finish();
+}
+
+fn pool(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tracked = Arc::new(Tracked::new(&[]));
+    let pool = rt.block_on(async {
+        let target = ServerTarget {
+            hosts: vec![],
+            port: 5432,
+            default_unix_dir: "/nonexistent".into(),
+            dbname: "db".into(),
+            user: "u".into(),
+            password: None,
+            startup: vec![],
+            connect_query: None,
+            connect_timeout: Duration::from_secs(1),
+            next_host: AtomicUsize::new(0),
+        };
+        let settings = PoolSettings {
+            size: 50,
+            min_size: 0,
+            mode: Mode::Transaction,
+            server_lifetime: Duration::ZERO,
+            server_idle_timeout: Duration::ZERO,
+            query_wait_timeout: Duration::from_secs(5),
+            round_robin: false,
+            reset_query: None,
+        };
+        let pool = Pool::new(
+            "db".into(),
+            "u".into(),
+            target,
+            settings,
+            tracked.clone(),
+            false,
+        );
+        let mut peers = Vec::new();
+        for _ in 0..50 {
+            let (a, b) = tokio::net::UnixStream::pair().unwrap();
+            peers.push(b);
+            let now = Instant::now();
+            pool.adopt_idle(ServerConn {
+                id: ServerConn::new_id(),
+                stream: Stream::Unix(a),
+                addr: ServerAddr::Unix("/bench".into()),
+                local: String::new(),
+                key: (1, 2),
+                params: tracked.empty_set(),
+                created: now,
+                last_used: now,
+            });
+        }
+        std::mem::forget(peers); // keep the other ends open for the whole run
+        pool
+    });
+    c.bench_function("pool_checkout_checkin", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let s = pool.checkout().await.unwrap();
+                pool.checkin(s, true);
+            })
+        })
+    });
+}
+
+criterion_group!(benches, scanning, pool);
+criterion_main!(benches);

@@ -26,8 +26,24 @@ pub fn load_userlist(cfg: &Config) -> Result<UserList, crate::config::ConfigErro
     }
 }
 
+/// Raise the soft open-files limit to the hard limit: every client and server is a socket.
+pub fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit with a valid, initialised struct.
+    unsafe {
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
+}
+
 /// Build a multi-threaded runtime with one worker per core.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    raise_fd_limit();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

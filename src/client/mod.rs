@@ -68,6 +68,7 @@ pub async fn handle(stream: Stream, peer: String, shared: Arc<Shared>) {
         who: "(nodb)/(nouser)".into(),
     };
     let cfg = shared.config();
+    let started = std::time::Instant::now();
     let res = run(&mut conn, &shared).await;
     let err = match res {
         Ok(()) => return,
@@ -87,6 +88,14 @@ pub async fn handle(stream: Stream, peer: String, shared: Arc<Shared>) {
     if let Some((code, msg)) = err {
         if cfg.general.log_pooler_errors {
             tracing::warn!("{} pooler error: {}", conn.prefix(), msg);
+        }
+        if cfg.general.log_disconnections {
+            tracing::info!(
+                "{} closing because: {} (age={}s)",
+                conn.prefix(),
+                msg,
+                started.elapsed().as_secs()
+            );
         }
         let mut out = BytesMut::new();
         backend::error_response(&mut out, "FATAL", &code, &msg);

@@ -270,6 +270,12 @@ impl Pool {
         g.idle.push(server);
     }
 
+    /// Add an already logged-in server to the pool as idle (warm-up, benchmarks).
+    pub fn adopt_idle(self: &Arc<Self>, server: ServerConn) {
+        self.inner.lock().unwrap().total += 1;
+        self.give_back(server);
+    }
+
     /// Janitor pass: close idle servers past server_idle_timeout or server_lifetime, keeping min_size.
     pub fn maintain(self: &Arc<Self>) {
         let mut closing = Vec::new();
