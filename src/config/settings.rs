@@ -1,0 +1,572 @@
+//! The [pgbouncer] settings of PgBouncer 1.25: names, defaults, which pgmux implements, and typed `General`.
+
+use super::{AuthType, PoolMode};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a setting's value is parsed.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Int,
+    Time,
+    Str,
+    Lookup(&'static [&'static str]),
+}
+
+pub struct Setting {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub kind: Kind,
+    /// pgmux honours it; otherwise setting it to a non-default value warns once.
+    pub implemented: bool,
+    /// Can change on RELOAD (PgBouncer's CF_NO_RELOAD settings cannot).
+    pub changeable: bool,
+}
+
+const AUTH_TYPES: &[&str] = &[
+    "any",
+    "trust",
+    "plain",
+    "md5",
+    "cert",
+    "hba",
+    "ldap",
+    "pam",
+    "scram-sha-256",
+];
+const POOL_MODES: &[&str] = &["session", "transaction", "statement"];
+const SSLMODES: &[&str] = &[
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
+const fn s(
+    name: &'static str,
+    default: &'static str,
+    kind: Kind,
+    implemented: bool,
+    changeable: bool,
+) -> Setting {
+    Setting {
+        name,
+        default,
+        kind,
+        implemented,
+        changeable,
+    }
+}
+
+use Kind::*;
+/// Every PgBouncer 1.25 setting, in PgBouncer's (alphabetical) SHOW CONFIG order.
+pub const SETTINGS: &[Setting] = &[
+    s("admin_users", "", Str, false, true),
+    s("application_name_add_host", "0", Int, true, true),
+    s("auth_dbname", "", Str, false, true),
+    s("auth_file", "", Str, true, true),
+    s("auth_hba_file", "", Str, false, true),
+    s("auth_ident_file", "", Str, false, true),
+    s("auth_ldap_options", "", Str, false, true),
+    s(
+        "auth_query",
+        "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin",
+        Str,
+        false,
+        true,
+    ),
+    s("auth_type", "md5", Lookup(AUTH_TYPES), true, true),
+    s("auth_user", "", Str, false, true),
+    s("autodb_idle_timeout", "3600", Time, false, true),
+    s("cancel_wait_timeout", "10", Time, false, true),
+    s("client_idle_timeout", "0", Time, false, true),
+    s("client_login_timeout", "60", Time, true, true),
+    s("client_tls13_ciphers", "", Str, false, true),
+    s("client_tls_ca_file", "", Str, false, true),
+    s("client_tls_cert_file", "", Str, false, true),
+    s("client_tls_ciphers", "default", Str, false, true),
+    s("client_tls_dheparams", "auto", Str, false, true),
+    s("client_tls_ecdhcurve", "auto", Str, false, true),
+    s("client_tls_key_file", "", Str, false, true),
+    s("client_tls_protocols", "secure", Str, false, true),
+    s(
+        "client_tls_sslmode",
+        "disable",
+        Lookup(SSLMODES),
+        false,
+        true,
+    ),
+    s("conffile", "", Str, true, true),
+    s("default_pool_size", "20", Int, true, true),
+    s("disable_pqexec", "0", Int, true, false),
+    s("dns_max_ttl", "15", Time, false, true),
+    s("dns_nxdomain_ttl", "15", Time, false, true),
+    s("dns_zone_check_period", "0", Time, false, true),
+    s("idle_transaction_timeout", "0", Time, false, true),
+    s("ignore_startup_parameters", "", Str, true, true),
+    s("job_name", "pgbouncer", Str, false, false),
+    s("listen_addr", "", Str, true, false),
+    s("listen_backlog", "128", Int, true, false),
+    s("listen_port", "6432", Int, true, false),
+    s("log_connections", "1", Int, true, true),
+    s("log_disconnections", "1", Int, true, true),
+    s("log_pooler_errors", "1", Int, true, true),
+    s("log_stats", "1", Int, false, true),
+    s("logfile", "", Str, true, true),
+    s("max_client_conn", "100", Int, true, true),
+    s("max_db_client_connections", "0", Int, false, true),
+    s("max_db_connections", "0", Int, false, true),
+    s("max_packet_size", "2147483647", Int, true, true),
+    s("max_prepared_statements", "200", Int, false, true),
+    s("max_user_client_connections", "0", Int, false, true),
+    s("max_user_connections", "0", Int, false, true),
+    s("min_pool_size", "0", Int, false, true),
+    s("peer_id", "0", Int, false, true),
+    s("pidfile", "", Str, true, false),
+    s("pkt_buf", "4096", Int, true, false),
+    s("pool_mode", "session", Lookup(POOL_MODES), true, true),
+    s("query_timeout", "0", Time, false, true),
+    s("query_wait_notify", "5", Int, false, true),
+    s("query_wait_timeout", "120", Time, true, true),
+    s("reserve_pool_size", "0", Int, false, true),
+    s("reserve_pool_timeout", "5", Time, false, true),
+    s("resolv_conf", "", Str, false, false),
+    s("sbuf_loopcnt", "5", Int, true, true),
+    s("scram_iterations", "4096", Int, true, true),
+    s("server_check_delay", "30", Time, false, true),
+    s("server_check_query", "<empty>", Str, false, true),
+    s("server_connect_timeout", "15", Time, true, true),
+    s("server_fast_close", "0", Int, false, true),
+    s("server_idle_timeout", "600", Time, true, true),
+    s("server_lifetime", "3600", Time, true, true),
+    s("server_login_retry", "15", Time, false, true),
+    s("server_reset_query", "DISCARD ALL", Str, true, true),
+    s("server_reset_query_always", "0", Int, false, true),
+    s("server_round_robin", "0", Int, true, true),
+    s("server_tls13_ciphers", "", Str, false, true),
+    s("server_tls_ca_file", "", Str, false, true),
+    s("server_tls_cert_file", "", Str, false, true),
+    s("server_tls_ciphers", "default", Str, false, true),
+    s("server_tls_key_file", "", Str, false, true),
+    s("server_tls_protocols", "secure", Str, false, true),
+    s(
+        "server_tls_sslmode",
+        "prefer",
+        Lookup(SSLMODES),
+        false,
+        true,
+    ),
+    s("service_name", "", Str, false, false),
+    s("so_reuseport", "0", Int, true, false),
+    s("stats_period", "60", Int, false, true),
+    s("stats_users", "", Str, false, true),
+    s("suspend_timeout", "10", Time, false, true),
+    s("syslog", "0", Int, false, true),
+    s("syslog_facility", "daemon", Str, false, true),
+    s("syslog_ident", "pgbouncer", Str, false, true),
+    s("tcp_defer_accept", "45", Int, false, true),
+    s("tcp_keepalive", "1", Int, false, true),
+    s("tcp_keepcnt", "0", Int, false, true),
+    s("tcp_keepidle", "0", Int, false, true),
+    s("tcp_keepintvl", "0", Int, false, true),
+    s("tcp_socket_buffer", "0", Int, false, true),
+    s("tcp_user_timeout", "0", Int, false, true),
+    s("track_extra_parameters", "IntervalStyle", Str, true, false),
+    s("transaction_timeout", "0", Time, false, true),
+    s("unix_socket_dir", "/tmp", Str, true, false),
+    s("unix_socket_group", "", Str, false, false),
+    s("unix_socket_mode", "0777", Int, true, false),
+    s("user", "", Str, true, false),
+    s("verbose", "0", Int, true, true),
+];
+
+pub fn find(name: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.name.eq_ignore_ascii_case(name))
+}
+
+/// Integer as PgBouncer's strtol(base 0): decimal, 0x hex, leading-0 octal.
+pub fn parse_int(v: &str) -> Result<i64, String> {
+    let t = v.trim();
+    let (neg, t) = match t.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, t),
+    };
+    let r = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        i64::from_str_radix(h, 16)
+    } else if t.len() > 1 && t.starts_with('0') {
+        i64::from_str_radix(&t[1..], 8)
+    } else {
+        t.parse::<i64>()
+    };
+    r.map(|n| if neg { -n } else { n })
+        .map_err(|_| format!("invalid integer value \"{v}\""))
+}
+
+pub fn parse_u32(v: &str) -> Result<u32, String> {
+    let n = parse_int(v)?;
+    u32::try_from(n).map_err(|_| format!("value \"{v}\" out of range"))
+}
+
+pub fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "yes" | "on" | "true" => Ok(true),
+        "0" | "no" | "off" | "false" => Ok(false),
+        _ => Err(format!("invalid boolean value \"{v}\"")),
+    }
+}
+
+/// Seconds, fractional allowed (PgBouncer's CF_TIME_USEC).
+pub fn parse_time(v: &str) -> Result<Duration, String> {
+    let f: f64 = v
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid time value \"{v}\""))?;
+    if !f.is_finite() || f < 0.0 {
+        return Err(format!("invalid time value \"{v}\""));
+    }
+    Ok(Duration::from_secs_f64(f))
+}
+
+/// Comma list, items trimmed, empty items and duplicates dropped.
+pub fn parse_list(v: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if !out.iter().any(|o| o.eq_ignore_ascii_case(item)) {
+            out.push(item.to_string());
+        }
+    }
+    out
+}
+
+pub fn parse_auth_type(v: &str) -> Result<AuthType, String> {
+    Ok(match v.trim().to_ascii_lowercase().as_str() {
+        "any" => AuthType::Any,
+        "trust" => AuthType::Trust,
+        "plain" => AuthType::Plain,
+        "md5" => AuthType::Md5,
+        "cert" => AuthType::Cert,
+        "hba" => AuthType::Hba,
+        "ldap" => AuthType::Ldap,
+        "pam" => AuthType::Pam,
+        "scram-sha-256" => AuthType::ScramSha256,
+        _ => return Err(format!("invalid auth_type \"{v}\"")),
+    })
+}
+
+pub fn parse_pool_mode(v: &str) -> Result<PoolMode, String> {
+    Ok(match v.trim().to_ascii_lowercase().as_str() {
+        "session" => PoolMode::Session,
+        "transaction" => PoolMode::Transaction,
+        "statement" => PoolMode::Statement,
+        _ => return Err(format!("invalid pool_mode \"{v}\"")),
+    })
+}
+
+fn opt_path(v: &str) -> Option<PathBuf> {
+    let v = v.trim();
+    if v.is_empty() {
+        None
+    } else {
+        Some(PathBuf::from(v))
+    }
+}
+
+fn opt_str(v: &str) -> Option<String> {
+    let v = v.trim();
+    if v.is_empty() {
+        None
+    } else {
+        Some(v.to_string())
+    }
+}
+
+/// Typed [pgbouncer] settings, each with PgBouncer 1.25's default.
+#[derive(Debug, Clone)]
+pub struct General {
+    pub listen_addr: Vec<String>,
+    pub listen_port: u16,
+    pub listen_backlog: u32,
+    pub unix_socket_dir: String,
+    pub unix_socket_mode: u32,
+    pub unix_socket_group: Option<String>,
+    pub auth_type: AuthType,
+    pub auth_file: Option<PathBuf>,
+    pub auth_hba_file: Option<PathBuf>,
+    pub auth_ident_file: Option<PathBuf>,
+    pub auth_user: Option<String>,
+    pub auth_query: String,
+    pub auth_dbname: Option<String>,
+    pub pool_mode: PoolMode,
+    pub max_client_conn: u32,
+    pub default_pool_size: u32,
+    pub min_pool_size: u32,
+    pub reserve_pool_size: u32,
+    pub reserve_pool_timeout: Duration,
+    pub max_db_connections: u32,
+    pub max_user_connections: u32,
+    pub max_db_client_connections: u32,
+    pub max_user_client_connections: u32,
+    pub server_round_robin: bool,
+    pub server_reset_query: String,
+    pub server_reset_query_always: bool,
+    pub server_check_query: String,
+    pub server_check_delay: Duration,
+    pub server_fast_close: bool,
+    pub server_lifetime: Duration,
+    pub server_idle_timeout: Duration,
+    pub server_connect_timeout: Duration,
+    pub server_login_retry: Duration,
+    pub query_timeout: Duration,
+    pub query_wait_timeout: Duration,
+    pub query_wait_notify: Duration,
+    pub client_idle_timeout: Duration,
+    pub client_login_timeout: Duration,
+    pub idle_transaction_timeout: Duration,
+    pub transaction_timeout: Duration,
+    pub cancel_wait_timeout: Duration,
+    pub suspend_timeout: Duration,
+    pub autodb_idle_timeout: Duration,
+    pub ignore_startup_parameters: Vec<String>,
+    pub track_extra_parameters: Vec<String>,
+    pub max_packet_size: u32,
+    pub pkt_buf: usize,
+    pub sbuf_loopcnt: u32,
+    pub max_prepared_statements: u32,
+    pub application_name_add_host: bool,
+    pub disable_pqexec: bool,
+    pub log_connections: bool,
+    pub log_disconnections: bool,
+    pub log_pooler_errors: bool,
+    pub log_stats: bool,
+    pub stats_period: Duration,
+    pub verbose: u32,
+    pub logfile: Option<PathBuf>,
+    pub pidfile: Option<PathBuf>,
+    pub syslog: bool,
+    pub admin_users: Vec<String>,
+    pub stats_users: Vec<String>,
+    pub user: Option<String>,
+    pub so_reuseport: bool,
+    pub tcp_keepalive: bool,
+    pub tcp_keepcnt: u32,
+    pub tcp_keepidle: u32,
+    pub tcp_keepintvl: u32,
+    pub tcp_user_timeout: u32,
+    pub tcp_defer_accept: bool,
+    pub tcp_socket_buffer: u32,
+    pub dns_max_ttl: Duration,
+    pub dns_nxdomain_ttl: Duration,
+    pub scram_iterations: u32,
+    pub client_tls_sslmode: String,
+    pub server_tls_sslmode: String,
+    pub peer_id: u32,
+}
+
+impl Default for General {
+    fn default() -> Self {
+        let mut g = General {
+            listen_addr: vec![],
+            listen_port: 0,
+            listen_backlog: 0,
+            unix_socket_dir: String::new(),
+            unix_socket_mode: 0,
+            unix_socket_group: None,
+            auth_type: AuthType::Md5,
+            auth_file: None,
+            auth_hba_file: None,
+            auth_ident_file: None,
+            auth_user: None,
+            auth_query: String::new(),
+            auth_dbname: None,
+            pool_mode: PoolMode::Session,
+            max_client_conn: 0,
+            default_pool_size: 0,
+            min_pool_size: 0,
+            reserve_pool_size: 0,
+            reserve_pool_timeout: Duration::ZERO,
+            max_db_connections: 0,
+            max_user_connections: 0,
+            max_db_client_connections: 0,
+            max_user_client_connections: 0,
+            server_round_robin: false,
+            server_reset_query: String::new(),
+            server_reset_query_always: false,
+            server_check_query: String::new(),
+            server_check_delay: Duration::ZERO,
+            server_fast_close: false,
+            server_lifetime: Duration::ZERO,
+            server_idle_timeout: Duration::ZERO,
+            server_connect_timeout: Duration::ZERO,
+            server_login_retry: Duration::ZERO,
+            query_timeout: Duration::ZERO,
+            query_wait_timeout: Duration::ZERO,
+            query_wait_notify: Duration::ZERO,
+            client_idle_timeout: Duration::ZERO,
+            client_login_timeout: Duration::ZERO,
+            idle_transaction_timeout: Duration::ZERO,
+            transaction_timeout: Duration::ZERO,
+            cancel_wait_timeout: Duration::ZERO,
+            suspend_timeout: Duration::ZERO,
+            autodb_idle_timeout: Duration::ZERO,
+            ignore_startup_parameters: vec![],
+            track_extra_parameters: vec![],
+            max_packet_size: 0,
+            pkt_buf: 0,
+            sbuf_loopcnt: 0,
+            max_prepared_statements: 0,
+            application_name_add_host: false,
+            disable_pqexec: false,
+            log_connections: false,
+            log_disconnections: false,
+            log_pooler_errors: false,
+            log_stats: false,
+            stats_period: Duration::ZERO,
+            verbose: 0,
+            logfile: None,
+            pidfile: None,
+            syslog: false,
+            admin_users: vec![],
+            stats_users: vec![],
+            user: None,
+            so_reuseport: false,
+            tcp_keepalive: false,
+            tcp_keepcnt: 0,
+            tcp_keepidle: 0,
+            tcp_keepintvl: 0,
+            tcp_user_timeout: 0,
+            tcp_defer_accept: false,
+            tcp_socket_buffer: 0,
+            dns_max_ttl: Duration::ZERO,
+            dns_nxdomain_ttl: Duration::ZERO,
+            scram_iterations: 0,
+            client_tls_sslmode: String::new(),
+            server_tls_sslmode: String::new(),
+            peer_id: 0,
+        };
+        for st in SETTINGS {
+            g.apply(st.name, st.default).expect("defaults parse");
+        }
+        g
+    }
+}
+
+impl General {
+    /// Set one setting from its text value.
+    pub fn apply(&mut self, name: &str, v: &str) -> Result<(), String> {
+        let st = find(name).ok_or_else(|| "unknown setting".to_string())?;
+        if let Kind::Lookup(opts) = st.kind
+            && !opts.iter().any(|o| o.eq_ignore_ascii_case(v.trim()))
+        {
+            return Err(format!(
+                "invalid value \"{v}\", expected one of: {}",
+                opts.join(", ")
+            ));
+        }
+        match st.name {
+            "listen_addr" => self.listen_addr = parse_list(v),
+            "listen_port" => {
+                self.listen_port =
+                    u16::try_from(parse_int(v)?).map_err(|_| format!("invalid port \"{v}\""))?
+            }
+            "listen_backlog" => self.listen_backlog = parse_u32(v)?,
+            "unix_socket_dir" => self.unix_socket_dir = v.trim().to_string(),
+            "unix_socket_mode" => self.unix_socket_mode = parse_u32(v)?,
+            "unix_socket_group" => self.unix_socket_group = opt_str(v),
+            "auth_type" => self.auth_type = parse_auth_type(v)?,
+            "auth_file" => self.auth_file = opt_path(v),
+            "auth_hba_file" => self.auth_hba_file = opt_path(v),
+            "auth_ident_file" => self.auth_ident_file = opt_path(v),
+            "auth_user" => self.auth_user = opt_str(v),
+            "auth_query" => self.auth_query = v.trim().to_string(),
+            "auth_dbname" => self.auth_dbname = opt_str(v),
+            "pool_mode" => self.pool_mode = parse_pool_mode(v)?,
+            "max_client_conn" => self.max_client_conn = parse_u32(v)?,
+            "default_pool_size" => self.default_pool_size = parse_u32(v)?,
+            "min_pool_size" => self.min_pool_size = parse_u32(v)?,
+            "reserve_pool_size" => self.reserve_pool_size = parse_u32(v)?,
+            "reserve_pool_timeout" => self.reserve_pool_timeout = parse_time(v)?,
+            "max_db_connections" => self.max_db_connections = parse_u32(v)?,
+            "max_user_connections" => self.max_user_connections = parse_u32(v)?,
+            "max_db_client_connections" => self.max_db_client_connections = parse_u32(v)?,
+            "max_user_client_connections" => self.max_user_client_connections = parse_u32(v)?,
+            "server_round_robin" => self.server_round_robin = parse_bool(v)?,
+            "server_reset_query" => self.server_reset_query = v.trim().to_string(),
+            "server_reset_query_always" => self.server_reset_query_always = parse_bool(v)?,
+            "server_check_query" => self.server_check_query = v.trim().to_string(),
+            "server_check_delay" => self.server_check_delay = parse_time(v)?,
+            "server_fast_close" => self.server_fast_close = parse_bool(v)?,
+            "server_lifetime" => self.server_lifetime = parse_time(v)?,
+            "server_idle_timeout" => self.server_idle_timeout = parse_time(v)?,
+            "server_connect_timeout" => self.server_connect_timeout = parse_time(v)?,
+            "server_login_retry" => self.server_login_retry = parse_time(v)?,
+            "query_timeout" => self.query_timeout = parse_time(v)?,
+            "query_wait_timeout" => self.query_wait_timeout = parse_time(v)?,
+            "query_wait_notify" => self.query_wait_notify = parse_time(v)?,
+            "client_idle_timeout" => self.client_idle_timeout = parse_time(v)?,
+            "client_login_timeout" => self.client_login_timeout = parse_time(v)?,
+            "idle_transaction_timeout" => self.idle_transaction_timeout = parse_time(v)?,
+            "transaction_timeout" => self.transaction_timeout = parse_time(v)?,
+            "cancel_wait_timeout" => self.cancel_wait_timeout = parse_time(v)?,
+            "suspend_timeout" => self.suspend_timeout = parse_time(v)?,
+            "autodb_idle_timeout" => self.autodb_idle_timeout = parse_time(v)?,
+            "ignore_startup_parameters" => {
+                self.ignore_startup_parameters = parse_list(v)
+                    .into_iter()
+                    .map(|s| s.to_ascii_lowercase())
+                    .collect()
+            }
+            "track_extra_parameters" => self.track_extra_parameters = parse_list(v),
+            "max_packet_size" => self.max_packet_size = parse_u32(v)?,
+            "pkt_buf" => self.pkt_buf = parse_u32(v)? as usize,
+            "sbuf_loopcnt" => self.sbuf_loopcnt = parse_u32(v)?,
+            "max_prepared_statements" => self.max_prepared_statements = parse_u32(v)?,
+            "application_name_add_host" => self.application_name_add_host = parse_bool(v)?,
+            "disable_pqexec" => self.disable_pqexec = parse_bool(v)?,
+            "log_connections" => self.log_connections = parse_bool(v)?,
+            "log_disconnections" => self.log_disconnections = parse_bool(v)?,
+            "log_pooler_errors" => self.log_pooler_errors = parse_bool(v)?,
+            "log_stats" => self.log_stats = parse_bool(v)?,
+            "stats_period" => self.stats_period = Duration::from_secs(parse_u32(v)? as u64),
+            "verbose" => self.verbose = parse_u32(v)?,
+            "logfile" => self.logfile = opt_path(v),
+            "pidfile" => self.pidfile = opt_path(v),
+            "syslog" => self.syslog = parse_bool(v)?,
+            "admin_users" => self.admin_users = parse_list(v),
+            "stats_users" => self.stats_users = parse_list(v),
+            "user" => self.user = opt_str(v),
+            "so_reuseport" => self.so_reuseport = parse_bool(v)?,
+            "tcp_keepalive" => self.tcp_keepalive = parse_bool(v)?,
+            "tcp_keepcnt" => self.tcp_keepcnt = parse_u32(v)?,
+            "tcp_keepidle" => self.tcp_keepidle = parse_u32(v)?,
+            "tcp_keepintvl" => self.tcp_keepintvl = parse_u32(v)?,
+            "tcp_user_timeout" => self.tcp_user_timeout = parse_u32(v)?,
+            "tcp_defer_accept" => self.tcp_defer_accept = parse_u32(v)? > 0,
+            "tcp_socket_buffer" => self.tcp_socket_buffer = parse_u32(v)?,
+            "dns_max_ttl" => self.dns_max_ttl = parse_time(v)?,
+            "dns_nxdomain_ttl" => self.dns_nxdomain_ttl = parse_time(v)?,
+            "scram_iterations" => self.scram_iterations = parse_u32(v)?.max(1),
+            "client_tls_sslmode" => self.client_tls_sslmode = v.trim().to_ascii_lowercase(),
+            "server_tls_sslmode" => self.server_tls_sslmode = v.trim().to_ascii_lowercase(),
+            "peer_id" => {
+                let n = parse_u32(v)?;
+                if n > 16383 {
+                    return Err(format!("peer_id {n} out of range (0..16383)"));
+                }
+                self.peer_id = n;
+            }
+            // accepted, validated by kind, not stored in a typed field
+            _ => match st.kind {
+                Kind::Int => {
+                    parse_int(v)?;
+                }
+                Kind::Time => {
+                    parse_time(v)?;
+                }
+                _ => {}
+            },
+        }
+        Ok(())
+    }
+}
