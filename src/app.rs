@@ -54,7 +54,11 @@ pub async fn serve(cfg: Config, ready: impl FnOnce()) -> Result<(), AppError> {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
-    let userlist = load_userlist(&cfg)?;
+    // as PgBouncer: an unreadable auth_file is logged and the pooler runs without it
+    let userlist = load_userlist(&cfg).unwrap_or_else(|e| {
+        tracing::error!("could not load auth_file: {e}");
+        UserList::default()
+    });
     let listeners = listener::bind(&cfg.general).await?;
     let shared = Shared::new(cfg, userlist);
     for l in listeners {

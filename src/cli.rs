@@ -143,16 +143,20 @@ fn check(args: &[String]) -> i32 {
                 println!("warning: {w}");
             }
             match app::load_userlist(&cfg) {
-                Ok(u) => {
-                    println!("auth_file: {} users", u.len());
-                    println!("configuration OK");
-                    0
+                Ok(u) => println!("auth_file: {} users", u.len()),
+                Err(crate::config::ConfigError::Io { file, source }) => {
+                    println!(
+                        "warning: auth_file {} cannot be read here ({source})",
+                        file.display()
+                    )
                 }
                 Err(e) => {
                     eprintln!("pgmux: {e}");
-                    1
+                    return 1;
                 }
             }
+            println!("configuration OK");
+            0
         }
         Err(e) => {
             eprintln!("pgmux: {e}");

@@ -38,14 +38,13 @@ async fn startup_errors_have_pgbouncer_texts() {
         raw_startup(mux.port, 0x0002_0000, &[("user", "x")]),
         f("FATAL", "old V2 protocol not supported")
     );
-    assert_eq!(
+    assert!(
         raw_startup(
             mux.port,
             V3,
             &[("user", "x"), ("options", "-c statement_timeout=1")]
         )
         .is_none(),
-        true,
         "options is in ignore_startup_parameters: unknown -c keys are dropped"
     );
     // ignored parameters are fine: the server asks for authentication

@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use futures_util::{SinkExt, TryStreamExt, future::try_join_all};
 use std::time::Duration;
+use tokio_postgres::types::Type;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simple_extended_pipeline_and_copy() {
@@ -30,19 +31,26 @@ async fn simple_extended_pipeline_and_copy() {
     assert_eq!(rows, vec!["2"]);
 
     // extended protocol with parameters (unnamed statements)
+    // extended protocol with parameters, unnamed statement (one round trip)
     let r = c
-        .query_one("select v from t where id = $1", &[&2i32])
+        .query_typed("select v from t where id = $1", &[(&2i32, Type::INT4)])
         .await
         .unwrap();
-    assert_eq!(r.get::<_, String>(0), "b");
+    assert_eq!(r[0].get::<_, String>(0), "b");
 
     // pipelining: many extended-protocol queries in flight on one connection
-    let futs: Vec<_> = (0..50i32)
-        .map(|i| c.query_one("select $1::int + 1", &[&i]))
+    let nums: Vec<i32> = (0..50).collect();
+    let c = &c;
+    let futs: Vec<_> = nums
+        .iter()
+        .map(|i| async move {
+            c.query_typed("select $1::int + 1", &[(i, Type::INT4)])
+                .await
+        })
         .collect();
     let res = try_join_all(futs).await.unwrap();
     for (i, r) in res.iter().enumerate() {
-        assert_eq!(r.get::<_, i32>(0), i as i32 + 1);
+        assert_eq!(r[0].get::<_, i32>(0), i as i32 + 1);
     }
 
     // an error inside a pipeline does not break the session
@@ -233,7 +241,8 @@ async fn thousand_clients_onto_fifty_servers() {
     let (pg, seed) = postgres(120);
     let mux = Pgmux::start(
         &pg,
-        "default_pool_size = 50\nquery_wait_timeout = 60",
+        // md5 keeps 1000 client logins cheap: this test is about multiplexing
+        "default_pool_size = 50\nquery_wait_timeout = 60\nauth_type = md5",
         &[(&seed.app_user, &seed.app_password)],
     );
     let url = mux.url("synergyflow", &seed.app_user, &seed.app_password);
@@ -254,12 +263,12 @@ async fn thousand_clients_onto_fifty_servers() {
         .enumerate()
         .map(|(i, c)| async move {
             for j in 0..3 {
-                let r = c
-                    .query_one(
-                        "select $1::int, pg_sleep(0.005)::text",
-                        &[&(i as i32 * 10 + j)],
-                    )
+                // unnamed statements: Parse/Bind/Execute/Sync in one round trip
+                let v = i as i32 * 10 + j;
+                let rows = c
+                    .query_typed("select $1::int, pg_sleep(0.005)::text", &[(&v, Type::INT4)])
                     .await?;
+                let r = &rows[0];
                 assert_eq!(r.get::<_, i32>(0), i as i32 * 10 + j);
             }
             Ok::<_, tokio_postgres::Error>(())
@@ -337,12 +346,12 @@ fn psql_and_pgbench_through_pgmux() {
         "default_pool_size = 10",
         &[(&seed.app_user, &seed.app_password)],
     );
-    let bin = pg.bin_dir().to_path_buf();
+
     let conn = format!(
         "host=127.0.0.1 port={} dbname=synergyflow user={}",
         mux.port, seed.app_user
     );
-    let out = std::process::Command::new(bin.join("psql"))
+    let out = std::process::Command::new(pg.tool("psql"))
         .args([
             "-X",
             "-At",
@@ -364,7 +373,7 @@ fn psql_and_pgbench_through_pgmux() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("2\n"));
 
-    let init = std::process::Command::new(bin.join("pgbench"))
+    let init = std::process::Command::new(pg.tool("pgbench"))
         .args(["-i", "-s", "1", "-q", &conn])
         .env("PGPASSWORD", &seed.app_password)
         .output()
@@ -375,7 +384,7 @@ fn psql_and_pgbench_through_pgmux() {
         String::from_utf8_lossy(&init.stderr)
     );
     for mode in ["simple", "extended"] {
-        let run = std::process::Command::new(bin.join("pgbench"))
+        let run = std::process::Command::new(pg.tool("pgbench"))
             .args(["-c", "40", "-j", "2", "-t", "50", "-M", mode, "-n", &conn])
             .env("PGPASSWORD", &seed.app_password)
             .output()
