@@ -20,8 +20,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Stop reading a side while this many bytes wait to be written to the other.
 const BACKPRESSURE: usize = 256 * 1024;
-/// Read chunk reserved before each read.
-const READ_CHUNK: usize = 16 * 1024;
+/// Read space reserved before a client read (PgBouncer's pkt_buf default).
+const CLIENT_CHUNK: usize = 4096;
+/// Read space reserved before a server read (results are larger).
+const SERVER_CHUNK: usize = 8192;
 
 pub fn checkout_error(e: CheckoutError) -> ClientError {
     match e {
@@ -137,14 +139,14 @@ impl<'a> Relay<'a> {
         let c_room = self.c_out.len() < BACKPRESSURE;
         let s_room = self.s_out.len() < BACKPRESSURE;
         let cbuf = &mut self.conn.rbuf;
-        if cbuf.capacity() - cbuf.len() < 1024 {
-            cbuf.reserve(READ_CHUNK);
+        if cbuf.capacity() - cbuf.len() < 512 {
+            cbuf.reserve(CLIENT_CHUNK);
         }
         let (mut cr, mut cw) = self.conn.stream.split();
         let ev = match &mut self.server {
             Some(server) => {
                 if self.s_in.capacity() - self.s_in.len() < 1024 {
-                    self.s_in.reserve(READ_CHUNK);
+                    self.s_in.reserve(SERVER_CHUNK);
                 }
                 let (mut sr, mut sw) = server.stream.split();
                 tokio::select! {

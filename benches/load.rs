@@ -1,0 +1,520 @@
+//! Side-by-side load benchmark: pgbench select-only with 1000 clients onto 50 server connections
+//! through pgmux and PgBouncer (same settings), and 50 clients straight to PostgreSQL, in one run.
+//!
+//! `cargo bench --bench load` (env: LOAD_ROUNDS, LOAD_SECS, LOAD_QUICK=1 for a short smoke run).
+
+use pgmux::dev::{PgOptions, TempPostgres};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CLIENTS: u32 = 1000;
+const POOL: u32 = 50;
+
+fn env_u32(k: &str, d: u32) -> u32 {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn raise_nofile() {
+    // SAFETY: plain getrlimit/setrlimit on a valid struct.
+    unsafe {
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
+}
+
+/// (user+system CPU seconds, peak RSS in KiB) of a process.
+fn proc_usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu = if f.len() > 13 {
+        (f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0)) / tck
+    } else {
+        0.0
+    };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (cpu, hwm)
+}
+
+struct Target {
+    name: &'static str,
+    port: u16,
+    clients: u32,
+    pid: Option<u32>,
+}
+
+#[derive(Clone, Default)]
+struct RunResult {
+    ok: bool,
+    tps: f64,
+    avg_ms: f64,
+    p99_ms: f64,
+    cpu_per_10k: Option<f64>,
+    rss_mib: Option<f64>,
+    note: String,
+}
+
+fn field<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(prefix))
+        .map(str::trim)
+}
+
+fn run_pgbench(
+    pg: &TempPostgres,
+    t: &Target,
+    mode: &str,
+    secs: u32,
+    logdir: &Path,
+    password: &str,
+) -> RunResult {
+    let _ = std::fs::remove_dir_all(logdir);
+    std::fs::create_dir_all(logdir).unwrap();
+    let before = t.pid.map(proc_usage);
+    let out = Command::new(pg.tool("pgbench"))
+        .current_dir(logdir)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &t.port.to_string(),
+            "-U",
+            "synergyflow_app",
+            "-S",
+            "-n",
+            "-j",
+            "2",
+        ])
+        .args([
+            "-c",
+            &t.clients.to_string(),
+            "-T",
+            &secs.to_string(),
+            "-M",
+            mode,
+            "-l",
+            "synergyflow",
+        ])
+        .env("PGPASSWORD", password)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run pgbench");
+    let after = t.pid.map(proc_usage);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let tps: f64 = field(&stdout, "tps =")
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    let processed: f64 = field(&stdout, "number of transactions actually processed:")
+        .and_then(|v| v.split('/').next()?.trim().parse().ok())
+        .unwrap_or(0.0);
+    let avg_ms: f64 = field(&stdout, "latency average =")
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    let mut lat: Vec<u64> = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(logdir) {
+        for e in rd.flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            lat.extend(
+                text.lines()
+                    .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok()),
+            );
+        }
+    }
+    lat.sort_unstable();
+    let p99_ms = if lat.is_empty() {
+        0.0
+    } else {
+        lat[(lat.len() * 99 / 100).min(lat.len() - 1)] as f64 / 1000.0
+    };
+    let ok = out.status.success() && tps > 0.0;
+    let note = if ok {
+        String::new()
+    } else {
+        let e = stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" | ");
+        if std::env::var("LOAD_DEBUG").is_ok() {
+            eprintln!("--- pgbench stdout:\n{stdout}\n--- stderr:\n{stderr}");
+        }
+        format!("failed (exit {:?}): {e}", out.status.code())
+    };
+    let cpu_per_10k = match (before, after) {
+        (Some(b), Some(a)) if processed > 0.0 => Some((a.0 - b.0) / processed * 10_000.0),
+        _ => None,
+    };
+    RunResult {
+        ok,
+        tps,
+        avg_ms,
+        p99_ms,
+        cpu_per_10k,
+        rss_mib: after.map(|a| a.1 as f64 / 1024.0),
+        note,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn ini(pg_port: u16, port: u16, dir: &Path, name: &str) -> String {
+    format!(
+        "[databases]\nsynergyflow = host=127.0.0.1 port={pg_port} dbname=synergyflow\n\n[pgbouncer]\n\
+         listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir = {dir}\nauth_type = scram-sha-256\n\
+         auth_file = {dir}/userlist.txt\npool_mode = transaction\nmax_client_conn = 2000\ndefault_pool_size = {POOL}\n\
+         max_db_connections = {POOL}\nignore_startup_parameters = extra_float_digits,options\n\
+         log_connections = 0\nlog_disconnections = 0\nlogfile = {dir}/{name}.log\npidfile = {dir}/{name}.pid\n",
+        dir = dir.display()
+    )
+}
+
+fn find_pgbouncer() -> Option<PathBuf> {
+    if Path::new("/usr/sbin/pgbouncer").is_file() {
+        return Some("/usr/sbin/pgbouncer".into());
+    }
+    std::env::var("PATH")
+        .ok()?
+        .split(':')
+        .map(|d| Path::new(d).join("pgbouncer"))
+        .find(|p| p.is_file())
+}
+
+struct Kill(Vec<Child>, Vec<u32>);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for pid in &self.1 {
+            // SAFETY: kill(2) on a pid we started.
+            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("load benchmark: run it with `cargo bench --bench load`");
+        return;
+    }
+    let quick = std::env::var("LOAD_QUICK").is_ok_and(|v| v == "1");
+    let rounds = if quick { 1 } else { env_u32("LOAD_ROUNDS", 3) };
+    let secs = if quick { 10 } else { env_u32("LOAD_SECS", 15) };
+    raise_nofile();
+
+    eprintln!("starting PostgreSQL ...");
+    let pg = TempPostgres::start(&PgOptions {
+        max_connections: 250,
+        extra_conf: vec![],
+    })
+    .expect("start PostgreSQL");
+    let seed = pg.create_seed().expect("seed");
+    let init = Command::new(pg.tool("pgbench"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port().to_string(),
+            "-U",
+            "postgres",
+            "-i",
+            "-q",
+            "-s",
+            "10",
+            "synergyflow",
+        ])
+        .output()
+        .expect("pgbench -i");
+    assert!(
+        init.status.success(),
+        "pgbench -i failed: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    pg.psql(
+        "synergyflow",
+        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO synergyflow_app",
+    )
+    .unwrap();
+
+    let dir = pg.root_dir().join("bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("userlist.txt"),
+        format!("\"{}\" \"{}\"\n", seed.app_user, seed.app_password),
+    )
+    .unwrap();
+    let mut guard = Kill(vec![], vec![]);
+
+    let mux_port = free_port();
+    std::fs::write(
+        dir.join("pgmux.ini"),
+        ini(pg.port(), mux_port, &dir, "pgmux"),
+    )
+    .unwrap();
+    let mux = Command::new(env!("CARGO_BIN_EXE_pgmux"))
+        .arg("-q")
+        .arg(dir.join("pgmux.ini"))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start pgmux");
+    let mux_pid = mux.id();
+    guard.0.push(mux);
+    assert!(wait_port(mux_port), "pgmux did not start");
+
+    let mut targets = vec![Target {
+        name: "PostgreSQL direct",
+        port: pg.port(),
+        clients: POOL,
+        pid: None,
+    }];
+    targets.push(Target {
+        name: "pgmux",
+        port: mux_port,
+        clients: CLIENTS,
+        pid: Some(mux_pid),
+    });
+    if let Some(pgb) = find_pgbouncer() {
+        let port = free_port();
+        std::fs::write(
+            dir.join("pgbouncer.ini"),
+            ini(pg.port(), port, &dir, "pgbouncer"),
+        )
+        .unwrap();
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status();
+        let am_root = unsafe { libc::geteuid() } == 0;
+        let mut cmd = if am_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&pgb);
+            c
+        } else {
+            Command::new(&pgb)
+        };
+        let child = cmd
+            .arg("-q")
+            .arg(dir.join("pgbouncer.ini"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start pgbouncer");
+        guard.0.push(child);
+        if wait_port(port) {
+            let pid: u32 = std::fs::read_to_string(dir.join("pgbouncer.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+                .unwrap_or(0);
+            guard.1.push(pid);
+            let v = Command::new(&pgb)
+                .arg("--version")
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .unwrap_or_default();
+            eprintln!("using {v}");
+            targets.push(Target {
+                name: "PgBouncer",
+                port,
+                clients: CLIENTS,
+                pid: (pid > 0).then_some(pid),
+            });
+        } else {
+            eprintln!("PgBouncer did not start; continuing without it");
+        }
+    } else {
+        eprintln!("PgBouncer not installed; comparing pgmux with PostgreSQL only");
+    }
+
+    let all_modes = ["simple", "extended", "prepared"];
+    let only = std::env::var("LOAD_MODES").unwrap_or_default();
+    let modes: Vec<&str> = all_modes
+        .iter()
+        .copied()
+        .filter(|m| only.is_empty() || only.split(',').any(|o| o == *m))
+        .collect();
+    if let Ok(t) = std::env::var("LOAD_TARGETS") {
+        targets.retain(|x| {
+            t.split(',')
+                .any(|n| x.name.to_lowercase().contains(&n.to_lowercase()))
+        });
+    }
+    let mut results: BTreeMap<(usize, usize), Vec<RunResult>> = BTreeMap::new();
+    for round in 0..rounds {
+        for (mi, mode) in modes.iter().enumerate() {
+            for (ti, t) in targets.iter().enumerate() {
+                let r = run_pgbench(
+                    &pg,
+                    t,
+                    mode,
+                    secs,
+                    &dir.join("pgbench-log"),
+                    &seed.app_password,
+                );
+                eprintln!(
+                    "round {} {:>8} {:<18} {:>5} clients: {:>8.0} tps  avg {:.3} ms  p99 {:.3} ms {}",
+                    round + 1,
+                    mode,
+                    t.name,
+                    t.clients,
+                    r.tps,
+                    r.avg_ms,
+                    r.p99_ms,
+                    r.note
+                );
+                results.entry((mi, ti)).or_default().push(r);
+            }
+        }
+    }
+    // single-client latency
+    let mut single = Vec::new();
+    for t in &targets {
+        let t1 = Target {
+            name: t.name,
+            port: t.port,
+            clients: 1,
+            pid: t.pid,
+        };
+        let r = run_pgbench(
+            &pg,
+            &t1,
+            "simple",
+            if quick { 2 } else { 5 },
+            &dir.join("pgbench-log"),
+            &seed.app_password,
+        );
+        single.push((t.name, r.avg_ms));
+    }
+
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "pgbench -S (select-only), -j 2, {secs} s per run, median of {rounds} round(s), pool size {POOL}.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| target | protocol | clients | TPS | avg ms | p99 ms | CPU s / 10k xact | peak RSS MiB |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+    let mut tps_of: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+    for ((mi, ti), rs) in &results {
+        let t = &targets[*ti];
+        let ok: Vec<&RunResult> = rs.iter().filter(|r| r.ok).collect();
+        if ok.is_empty() {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | | | | |",
+                t.name,
+                modes[*mi],
+                t.clients,
+                rs[0].note.replace('|', "/")
+            );
+            continue;
+        }
+        let tps = median(ok.iter().map(|r| r.tps).collect());
+        tps_of.insert((*mi, *ti), tps);
+        let cpu = ok.iter().filter_map(|r| r.cpu_per_10k).collect::<Vec<_>>();
+        let rss = ok.iter().filter_map(|r| r.rss_mib).fold(0.0f64, f64::max);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} |",
+            t.name,
+            modes[*mi],
+            t.clients,
+            tps,
+            median(ok.iter().map(|r| r.avg_ms).collect()),
+            median(ok.iter().map(|r| r.p99_ms).collect()),
+            if cpu.is_empty() {
+                "-".into()
+            } else {
+                format!("{:.3}", median(cpu))
+            },
+            if t.pid.is_some() {
+                format!("{rss:.1}")
+            } else {
+                "-".into()
+            },
+        );
+    }
+    let _ = writeln!(md);
+    let idx = |name: &str| targets.iter().position(|t| t.name == name);
+    for (mi, mode) in modes.iter().enumerate() {
+        let mux = idx("pgmux").and_then(|i| tps_of.get(&(mi, i)));
+        let pgb = idx("PgBouncer").and_then(|i| tps_of.get(&(mi, i)));
+        let direct = tps_of.get(&(mi, 0));
+        if let (Some(m), Some(b)) = (mux, pgb) {
+            let _ = writeln!(md, "- {mode}: pgmux / PgBouncer TPS = {:.2}", m / b);
+        }
+        if let (Some(m), Some(d)) = (mux, direct) {
+            let _ = writeln!(
+                md,
+                "- {mode}: pgmux / direct(50 clients) TPS = {:.2}",
+                m / d
+            );
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\nSingle client, `SELECT` via pgbench -S -M simple, average latency:"
+    );
+    for (name, ms) in &single {
+        let _ = writeln!(md, "- {name}: {ms:.3} ms");
+    }
+    println!("\n{md}");
+    let target_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let _ = std::fs::create_dir_all(&target_dir);
+    let _ = std::fs::write(target_dir.join("load-report.md"), &md);
+    drop(guard);
+}
