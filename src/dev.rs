@@ -196,7 +196,9 @@ impl TempPostgres {
         pg.append(&pg.data.join("postgresql.conf"), &conf)?;
         pg.write(
             &pg.data.join("pg_hba.conf"),
-            "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n",
+            "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all trust_user 127.0.0.1/32 trust\n\
+             host all md5_user 127.0.0.1/32 md5\nhost all plain_user 127.0.0.1/32 password\n\
+             host all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n",
         )?;
         let mut last = None;
         for _ in 0..5 {
@@ -342,7 +344,9 @@ impl TempPostgres {
             "postgres",
             &format!(
                 "CREATE ROLE {} LOGIN PASSWORD '{}' CONNECTION LIMIT 200; CREATE ROLE {} LOGIN PASSWORD '{}'; \
-                 CREATE ROLE trust_user LOGIN; SET password_encryption = 'md5'; CREATE ROLE md5_user LOGIN PASSWORD 'md5-password';",
+                 CREATE ROLE trust_user LOGIN; CREATE ROLE plain_user LOGIN PASSWORD 'plain-password'; \
+                 SET password_encryption = 'md5'; CREATE ROLE md5_user LOGIN PASSWORD 'md5-password'; \
+                 GRANT ALL ON DATABASE postgres TO trust_user, md5_user, plain_user;",
                 seed.app_user, seed.app_password, seed.auth_user, seed.auth_password
             ),
         )?;

@@ -192,3 +192,152 @@ async fn server_login_error_is_passed_on_with_its_sqlstate() {
         3
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_login_with_trust_cleartext_md5_and_scram() {
+    let (pg, seed) = postgres(100);
+    // PostgreSQL's hba: trust_user trust, plain_user password (cleartext), md5_user md5, others SCRAM
+    let users: &[(&str, &str)] = &[
+        ("trust_user", "anything"),
+        ("plain_user", "plain-password"),
+        ("md5_user", "md5-password"),
+        (&seed.app_user, &seed.app_password),
+    ];
+    let mux = Pgmux::start(&pg, "auth_type = plain", users);
+    for (user, pw) in users {
+        let db = if *user == seed.app_user {
+            "synergyflow"
+        } else {
+            "postgres"
+        };
+        let c = connect(&mux.url(db, user, pw))
+            .await
+            .unwrap_or_else(|e| panic!("{user}: {e}"));
+        let who: String = c
+            .query_one("select current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(&who, user);
+    }
+    // a userlist md5 secret works for an md5 server login too
+    let md5 = pgmux::auth::md5::md5_secret("md5-password", "md5_user");
+    let mux2 = Pgmux::start(&pg, "auth_type = md5", &[("md5_user", &md5)]);
+    let c = connect(&mux2.url("postgres", "md5_user", "md5-password"))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.query_one("select 1", &[]).await.unwrap().get::<_, i32>(0),
+        1
+    );
+    let log = mux.log_text();
+    assert!(
+        log.contains("new connection to server (from 127.0.0.1:"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_negotiation_and_packet_limit() {
+    let (pg, seed) = postgres(100);
+    let mux = Pgmux::start(
+        &pg,
+        "max_packet_size = 2000",
+        &[(&seed.app_user, &seed.app_password)],
+    );
+    // protocol 3.2 and a _pq_ option: NegotiateProtocolVersion(3.0, [_pq_.foo]) then auth
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", mux.port)).unwrap();
+        let mut body = (196608u32 + 2).to_be_bytes().to_vec();
+        body.extend_from_slice(b"user\0synergyflow_app\0_pq_.foo\0x\0\0");
+        let mut pkt = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        pkt.extend(body);
+        s.write_all(&pkt).unwrap();
+        let mut hdr = [0u8; 5];
+        s.read_exact(&mut hdr).unwrap();
+        assert_eq!(hdr[0], b'v');
+        let len = u32::from_be_bytes(hdr[1..5].try_into().unwrap()) as usize - 4;
+        let mut b = vec![0u8; len];
+        s.read_exact(&mut b).unwrap();
+        assert_eq!(&b[0..4], &0u32.to_be_bytes());
+        assert_eq!(&b[4..8], &1u32.to_be_bytes());
+        assert_eq!(&b[8..], b"_pq_.foo\0");
+        s.read_exact(&mut hdr).unwrap();
+        assert_eq!(hdr[0], b'R');
+    }
+    // SSLRequest answered 'N', then a normal login on the same socket works (tokio-postgres prefer mode)
+    let url = mux.url("synergyflow", &seed.app_user, &seed.app_password);
+    let c = connect(&format!("{url} sslmode=prefer")).await.unwrap();
+    assert_eq!(
+        c.query_one("select 1", &[]).await.unwrap().get::<_, i32>(0),
+        1
+    );
+    // a message above max_packet_size: FATAL bad packet header, others unaffected
+    let big = connect(&url).await.unwrap();
+    let e = big
+        .simple_query(&format!("select '{}'", "x".repeat(5000)))
+        .await
+        .unwrap_err();
+    assert_eq!(db_error(&e), ("08P01".into(), "bad packet header".into()));
+    assert_eq!(
+        c.query_one("select 2", &[]).await.unwrap().get::<_, i32>(0),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_and_statement_pool_modes() {
+    let (pg, seed) = postgres(100);
+    let users: &[(&str, &str)] = &[(&seed.app_user, &seed.app_password)];
+    let mux = Pgmux::start(
+        &pg,
+        "pool_mode = session\ndefault_pool_size = 1\nquery_wait_timeout = 2",
+        users,
+    );
+    let url = mux.url("synergyflow", &seed.app_user, &seed.app_password);
+    let a = connect(&url).await.unwrap();
+    a.batch_execute("set statement_timeout = '7s'")
+        .await
+        .unwrap();
+    let st: String = a
+        .query_one("show statement_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        st, "7s",
+        "session mode keeps the server for the whole session"
+    );
+    // the only server is held by a: b waits and times out with PgBouncer's message
+    let b = connect(&url).await.unwrap();
+    let e = b.simple_query("select 1").await.unwrap_err();
+    assert_eq!(db_error(&e), ("08P01".into(), "query_wait_timeout".into()));
+    drop(a);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // after a leaves, the server was reset (DISCARD ALL) and serves the next client
+    let c = connect(&url).await.unwrap();
+    let st: String = c
+        .query_one("show statement_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(st, "0");
+
+    let mux = Pgmux::start(&pg, "pool_mode = statement", users);
+    let d = connect(&mux.url("synergyflow", &seed.app_user, &seed.app_password))
+        .await
+        .unwrap();
+    assert_eq!(
+        d.query_one("select 3", &[]).await.unwrap().get::<_, i32>(0),
+        3
+    );
+    let e = d.simple_query("begin").await.unwrap_err();
+    assert_eq!(
+        db_error(&e),
+        (
+            "08P01".into(),
+            "transaction blocks not allowed in statement pooling mode".into()
+        )
+    );
+}

@@ -214,7 +214,7 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
     let mut relay = relay::Relay::new(conn, shared, pool, params, cancel.slot.clone());
     let res = relay.run().await;
     relay.finish().await;
-    if g.log_disconnections {
+    if g.log_disconnections && res.is_ok() {
         tracing::info!(
             "{} closing because: client close request (age={}s)",
             relay.conn_prefix(),
