@@ -100,6 +100,21 @@ pub async fn handle(stream: Stream, peer: String, shared: Arc<Shared>) {
         let mut out = BytesMut::new();
         backend::error_response(&mut out, "FATAL", &code, &msg);
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), conn.write_all(&out)).await;
+        linger(&mut conn).await;
+    }
+}
+
+/// Close gracefully after an error: send FIN, then drain what the client still sends for a moment,
+/// so the kernel does not answer with a RST that would destroy the error message in flight.
+async fn linger(conn: &mut ClientConn) {
+    use tokio::io::AsyncReadExt;
+    let _ = conn.stream.shutdown().await;
+    let mut sink = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(250);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, conn.stream.read(&mut sink)).await {
+        if n == 0 {
+            break;
+        }
     }
 }
 
