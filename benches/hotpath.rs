@@ -79,7 +79,7 @@ fn pool(c: &mut Criterion) {
             default_unix_dir: "/nonexistent".into(),
             dbname: "db".into(),
             user: "u".into(),
-            password: None,
+            password: std::sync::RwLock::new(None),
             startup: vec![],
             connect_query: None,
             connect_timeout: Duration::from_secs(1),

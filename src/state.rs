@@ -22,6 +22,9 @@ pub struct Shared {
     pub shutdown: Notify,
     /// Cached ad-hoc SCRAM secrets derived from plaintext userlist passwords: user → (password, secret).
     pub adhoc_scram: DashMap<String, (String, crate::auth::ScramSecret)>,
+    /// auth_query results, when `auth_query_cache_ttl` is set: (auth database, user) → outcome.
+    pub auth_cache:
+        crate::auth::cache::LookupCache<(String, String), crate::client::lookup::CachedLookup>,
     /// Random per-process seed for mock SCRAM secrets of unknown users.
     pub mock_seed: [u8; 16],
 }
@@ -39,6 +42,7 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             shutdown: Notify::new(),
             adhoc_scram: DashMap::new(),
+            auth_cache: crate::auth::cache::LookupCache::new(10_000),
             mock_seed: {
                 let mut s = [0u8; 16];
                 getrandom::fill(&mut s).expect("OS random source");
@@ -95,7 +99,7 @@ impl Shared {
             },
             dbname: db.dbname.clone().unwrap_or_else(|| db_name.to_string()),
             user: pool_user.clone(),
-            password,
+            password: std::sync::RwLock::new(password),
             startup,
             connect_query: db.connect_query.clone(),
             connect_timeout: g.server_connect_timeout,

@@ -1,8 +1,8 @@
 //! Client authentication against the userlist: trust, any, plain, md5 and SCRAM-SHA-256 (server side).
 
-use super::{ClientConn, ClientError};
+use super::{ClientConn, ClientError, lookup};
 use crate::auth::{ScramClientKeys, ScramSecret, ScramServer, Secret, md5};
-use crate::config::AuthType;
+use crate::config::{AuthType, DatabaseConfig};
 use crate::protocol::backend;
 use crate::protocol::startup::read_message;
 use crate::protocol::take_cstr;
@@ -17,38 +17,66 @@ const MAX_AUTH_MSG: usize = 64 * 1024;
 pub struct AuthOutcome {
     /// ClientKey/ServerKey recovered from a SCRAM login against a stored verifier (pass-through).
     pub scram_keys: Option<ScramClientKeys>,
+    /// The secret auth_query returned, for the pool's server logins.
+    pub looked_up: Option<String>,
 }
 
-/// Run the authentication exchange for `user`; an `Err` carries PgBouncer's message.
+/// Where the user's secret came from, for password rotation with the lookup cache.
+struct Source<'a> {
+    db: Option<(&'a str, &'a DatabaseConfig)>,
+    cached: bool,
+}
+
+/// Run the authentication exchange for `user` connecting to `db` (None: unknown database, so
+/// the exchange is mocked and fails). An `Err` carries PgBouncer's message.
 pub async fn authenticate(
     conn: &mut ClientConn,
     shared: &Shared,
     user: &str,
-    forced_user: bool,
+    db: Option<(&str, &DatabaseConfig)>,
 ) -> Result<AuthOutcome, ClientError> {
     let cfg = shared.config();
     let g = &cfg.general;
-    let stored = shared.userlist().get(user).map(Secret::parse);
+    let forced = db.is_some_and(|(_, d)| d.user.is_some());
     let mut method = g.auth_type;
     if method == AuthType::Hba {
-        // hba files arrive with the auth issue; until then hba behaves as md5.
+        // hba files arrive later; until then hba behaves as md5.
         method = AuthType::Md5;
+    }
+    let mut stored = shared.userlist().get(user).map(Secret::parse);
+    let mut looked_up = None;
+    let mut known = stored.is_some();
+    let mut src = Source { db, cached: false };
+    if stored.is_none()
+        && method != AuthType::Any
+        && let Some((name, d)) = db
+        && lookup::auth_user_for(&cfg, d).is_some()
+    {
+        let (found, cached) = lookup::lookup(shared, &cfg, name, d, user).await?;
+        src.cached = cached;
+        known = true;
+        if let lookup::Found::Secret(s) = found {
+            stored = Some(Secret::parse(&s));
+            looked_up = Some(s);
+        }
     }
     if method == AuthType::Md5 && matches!(stored, Some(Secret::Scram(_))) {
         method = AuthType::ScramSha256;
     }
-    match method {
+    let mut outcome = match method {
         AuthType::Any => {
-            if !forced_user {
+            if !forced {
                 tracing::error!("auth_type=any requires forced user");
                 return Err(ClientError::fatal("bouncer config error"));
             }
-            Ok(AuthOutcome::default())
+            AuthOutcome::default()
         }
-        AuthType::Trust => match stored {
-            Some(_) => Ok(AuthOutcome::default()),
-            None => Err(ClientError::fatal("\"trust\" authentication failed")),
-        },
+        AuthType::Trust => {
+            if !known {
+                return Err(ClientError::fatal("\"trust\" authentication failed"));
+            }
+            AuthOutcome::default()
+        }
         AuthType::Plain => {
             let mut out = BytesMut::new();
             backend::auth_request(&mut out, backend::AUTH_CLEARTEXT, &[]);
@@ -57,21 +85,25 @@ pub async fn authenticate(
             if pw.is_empty() {
                 return Err(ClientError::fatal("empty password returned by client"));
             }
-            let ok = match stored {
-                Some(Secret::Plain(p)) if p.is_empty() => false,
-                Some(s) => {
-                    let user = user.to_string();
-                    tokio::task::spawn_blocking(move || md5::verify_plain(&s, &user, &pw))
-                        .await
-                        .unwrap_or(false)
+            let check = |s: Option<Secret>, pw: String, user: String| async move {
+                match s {
+                    Some(Secret::Plain(p)) if p.is_empty() => false,
+                    Some(s) => {
+                        tokio::task::spawn_blocking(move || md5::verify_plain(&s, &user, &pw))
+                            .await
+                            .unwrap_or(false)
+                    }
+                    None => false,
                 }
-                None => false,
             };
-            if ok {
-                Ok(AuthOutcome::default())
-            } else {
-                Err(ClientError::fatal("password authentication failed"))
+            let mut ok = check(stored.clone(), pw.clone(), user.to_string()).await;
+            if !ok && let Some(fresh) = refresh(shared, &cfg, &src, user, &mut looked_up).await? {
+                ok = check(Some(fresh), pw, user.to_string()).await;
             }
+            if !ok {
+                return Err(ClientError::fatal("password authentication failed"));
+            }
+            AuthOutcome::default()
         }
         AuthType::Md5 => {
             let mut salt = [0u8; 4];
@@ -83,19 +115,61 @@ pub async fn authenticate(
             if pw.is_empty() {
                 return Err(ClientError::fatal("empty password returned by client"));
             }
-            let ok = match &stored {
+            let check = |s: &Option<Secret>| match s {
                 Some(Secret::Plain(p)) if p.is_empty() => false,
                 Some(s) => md5::verify_md5(s, user, salt, pw.as_bytes()),
                 None => false,
             };
-            if ok {
-                Ok(AuthOutcome::default())
-            } else {
-                Err(ClientError::fatal("password authentication failed"))
+            let mut ok = check(&stored);
+            if !ok && let Some(fresh) = refresh(shared, &cfg, &src, user, &mut looked_up).await? {
+                ok = check(&Some(fresh));
             }
+            if !ok {
+                return Err(ClientError::fatal("password authentication failed"));
+            }
+            AuthOutcome::default()
         }
-        AuthType::ScramSha256 => scram(conn, shared, user, stored, g.scram_iterations).await,
-        _ => Err(ClientError::fatal("login rejected")),
+        AuthType::ScramSha256 => {
+            let r = scram(conn, shared, user, stored, g.scram_iterations).await;
+            if r.is_err()
+                && src.cached
+                && let Some((name, d)) = src.db
+            {
+                // the cached verifier may be stale (password rotated): the next login looks up afresh
+                lookup::invalidate(shared, &cfg, name, d, user);
+            }
+            r?
+        }
+        _ => return Err(ClientError::fatal("login rejected")),
+    };
+    outcome.looked_up = looked_up;
+    Ok(outcome)
+}
+
+/// After a failed check against a cached lookup: forget it, look up afresh, and return the new
+/// secret if it differs (so a rotated password works at once).
+async fn refresh(
+    shared: &Shared,
+    cfg: &crate::config::Config,
+    src: &Source<'_>,
+    user: &str,
+    looked_up: &mut Option<String>,
+) -> Result<Option<Secret>, ClientError> {
+    let Some((name, d)) = src.db else {
+        return Ok(None);
+    };
+    if !src.cached {
+        return Ok(None);
+    }
+    lookup::invalidate(shared, cfg, name, d, user);
+    let (found, _) = lookup::lookup(shared, cfg, name, d, user).await?;
+    match found {
+        lookup::Found::Secret(s) if looked_up.as_deref() != Some(s.as_str()) => {
+            let parsed = Secret::parse(&s);
+            *looked_up = Some(s);
+            Ok(Some(parsed))
+        }
+        _ => Ok(None),
     }
 }
 
@@ -121,6 +195,8 @@ async fn scram(
     conn.write_all(&out).await?;
 
     // Pick the verifier before reading the client's answer; PBKDF2 for plaintext runs off the workers.
+    let mock = !matches!(&stored, Some(Secret::Scram(_)))
+        && !matches!(&stored, Some(Secret::Plain(p)) if !p.is_empty());
     let (secret, passthrough) = match stored {
         Some(Secret::Scram(s)) => (s, true),
         Some(Secret::Plain(p)) if !p.is_empty() => {
@@ -133,7 +209,6 @@ async fn scram(
         // Unknown user or empty password: run a mock exchange so users cannot be enumerated.
         _ => (ScramSecret::mock(user, &shared.mock_seed), false),
     };
-    let mock = !matches!(shared.userlist().get(user), Some(p) if !p.is_empty());
 
     let (tag, body) = read_message(&mut conn.stream, &mut conn.rbuf, MAX_AUTH_MSG).await?;
     if tag != b'p' {
@@ -175,7 +250,10 @@ async fn scram(
         client_key,
         server_key,
     });
-    Ok(AuthOutcome { scram_keys })
+    Ok(AuthOutcome {
+        scram_keys,
+        looked_up: None,
+    })
 }
 
 /// SCRAM verifier for a plaintext userlist password, derived once and cached (PgBouncer does the same).

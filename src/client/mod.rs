@@ -1,6 +1,7 @@
 //! One task per client connection: startup, login, welcome, then the transaction relay.
 
 pub mod auth;
+pub mod lookup;
 pub mod relay;
 pub mod startup;
 
@@ -186,7 +187,13 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
     }
     let db = cfg.database(&info.database).cloned();
     let forced = db.as_ref().is_some_and(|d| d.user.is_some());
-    let outcome = auth::authenticate(conn, shared, &info.user, forced).await?;
+    let outcome = auth::authenticate(
+        conn,
+        shared,
+        &info.user,
+        db.as_ref().map(|d| (info.database.as_str(), d)),
+    )
+    .await?;
     let Some(db) = db else {
         return Err(ClientError::fatal(format!(
             "no such database: {}",
@@ -197,6 +204,12 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
         return Err(ClientError::fatal("server shutting down"));
     }
     let pool = shared.pool_for(&info.database, &db, &info.user);
+    if let Some(secret) = &outcome.looked_up
+        && !forced
+        && db.password.is_none()
+    {
+        pool.target.set_password(secret);
+    }
     if let Some(keys) = outcome.scram_keys
         && !forced
     {

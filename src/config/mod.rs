@@ -285,7 +285,7 @@ mod tests {
         assert_eq!(
             c.warnings
                 .iter()
-                .filter(|w| w.contains("\"auth_query\""))
+                .filter(|w| w.contains("\"max_db_connections\""))
                 .count(),
             1
         );

@@ -225,7 +225,12 @@ async fn connect_inner(
 }
 
 fn secret(target: &ServerTarget) -> Option<Secret> {
-    target.password.as_deref().map(Secret::parse)
+    target
+        .password
+        .read()
+        .unwrap()
+        .as_deref()
+        .map(Secret::parse)
 }
 
 /// Run a simple Query on an idle server and wait for ReadyForQuery; tracked ParameterStatus

@@ -1,5 +1,6 @@
 //! Server connections: where they go (`ServerTarget`), what they carry (`ServerConn`), and why they fail.
 
+pub mod auth_query;
 pub mod login;
 pub mod stream;
 
@@ -20,7 +21,8 @@ pub struct ServerTarget {
     pub dbname: String,
     pub user: String,
     /// Raw secret (plaintext, md5..., SCRAM-SHA-256$...) used to answer the server's auth request.
-    pub password: Option<String>,
+    /// Replaced when auth_query returns a new one (password rotation).
+    pub password: std::sync::RwLock<Option<String>>,
     /// Extra StartupMessage parameters from the [databases] entry.
     pub startup: Vec<(String, String)>,
     pub connect_query: Option<String>,
@@ -33,6 +35,15 @@ pub struct ServerTarget {
 pub enum ServerAddr {
     Tcp(std::net::SocketAddr),
     Unix(PathBuf),
+}
+
+impl ServerTarget {
+    pub fn set_password(&self, secret: &str) {
+        let mut g = self.password.write().unwrap();
+        if g.as_deref() != Some(secret) {
+            *g = Some(secret.to_string());
+        }
+    }
 }
 
 impl std::fmt::Display for ServerAddr {

@@ -18,9 +18,15 @@ pub fn free_port() -> u16 {
 
 /// PostgreSQL plus the seed objects.
 pub fn postgres(max_connections: u32) -> (TempPostgres, Seed) {
+    postgres_with(max_connections, &[])
+}
+
+/// PostgreSQL with extra postgresql.conf lines, plus the seed objects.
+pub fn postgres_with(max_connections: u32, extra: &[&str]) -> (TempPostgres, Seed) {
+    let extra_conf = extra.iter().map(|s| s.to_string()).collect();
     let pg = TempPostgres::start(&PgOptions {
         max_connections,
-        ..Default::default()
+        extra_conf,
     })
     .expect("start PostgreSQL");
     let seed = pg.create_seed().expect("create seed");
