@@ -1,5 +1,6 @@
 //! Running the pooler: runtime, listeners, janitor, signals (HUP reload, TERM/INT graceful, QUIT immediate).
 
+use crate::config::hba::Hba;
 use crate::config::{Config, UserList};
 use crate::listener;
 use crate::state::Shared;
@@ -23,6 +24,25 @@ pub fn load_userlist(cfg: &Config) -> Result<UserList, crate::config::ConfigErro
     match &cfg.general.auth_file {
         Some(p) => UserList::load(p),
         None => UserList::parse_str("", std::path::Path::new("<none>")),
+    }
+}
+
+/// Load auth_hba_file when auth_type = hba; an unreadable or bad file rejects every login (logged).
+pub fn load_hba(cfg: &Config) -> Hba {
+    if cfg.general.auth_type != crate::config::AuthType::Hba {
+        return Hba::default();
+    }
+    match &cfg.general.auth_hba_file {
+        Some(p) => Hba::load(p).unwrap_or_else(|e| {
+            tracing::error!("could not load auth_hba_file: {e}; all logins are rejected");
+            Hba::default()
+        }),
+        None => {
+            tracing::error!(
+                "auth_type = hba but auth_hba_file is not set; all logins are rejected"
+            );
+            Hba::default()
+        }
     }
 }
 
@@ -59,8 +79,9 @@ pub async fn serve(cfg: Config, ready: impl FnOnce()) -> Result<(), AppError> {
         tracing::error!("could not load auth_file: {e}");
         UserList::default()
     });
+    let hba = load_hba(&cfg);
     let listeners = listener::bind(&cfg.general).await?;
-    let shared = Shared::new(cfg, userlist);
+    let shared = Shared::new(cfg, userlist, hba);
     for l in listeners {
         tokio::spawn(listener::serve(l, shared.clone()));
     }
@@ -142,8 +163,14 @@ fn reload(shared: &Shared) {
     let cfg = shared.config();
     match Config::load(&cfg.file).and_then(|c| load_userlist(&c)) {
         Ok(u) => {
-            tracing::info!("got SIGHUP, re-read auth_file ({} users)", u.len());
+            tracing::info!(
+                "got SIGHUP, re-read auth_file ({} users) and auth_hba_file",
+                u.len()
+            );
             shared.set_userlist(u);
+            if let Ok(c) = Config::load(&cfg.file) {
+                shared.set_hba(load_hba(&c));
+            }
         }
         Err(e) => tracing::error!("RELOAD failed, keeping the old configuration: {e}"),
     }

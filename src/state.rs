@@ -1,6 +1,7 @@
 //! Shared state of a running pooler (config, userlist, pools, cancel keys, counters), passed around as an `Arc`.
 
 use crate::cancel::CancelRegistry;
+use crate::config::hba::Hba;
 use crate::config::{Config, DatabaseConfig, PoolMode, UserList};
 use crate::params::Tracked;
 use crate::pool::{Mode, Pool, PoolSettings};
@@ -13,6 +14,7 @@ use tokio::sync::Notify;
 pub struct Shared {
     config: RwLock<Arc<Config>>,
     userlist: RwLock<Arc<UserList>>,
+    hba: RwLock<Arc<Hba>>,
     pub tracked: Arc<Tracked>,
     pub pools: DashMap<(String, String), Arc<Pool>>,
     pub cancel: CancelRegistry,
@@ -30,11 +32,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Config, userlist: UserList) -> Arc<Shared> {
+    pub fn new(config: Config, userlist: UserList, hba: Hba) -> Arc<Shared> {
         let tracked = Arc::new(Tracked::new(&config.general.track_extra_parameters));
         Arc::new(Shared {
             config: RwLock::new(Arc::new(config)),
             userlist: RwLock::new(Arc::new(userlist)),
+            hba: RwLock::new(Arc::new(hba)),
             tracked,
             pools: DashMap::new(),
             cancel: CancelRegistry::default(),
@@ -57,6 +60,14 @@ impl Shared {
 
     pub fn userlist(&self) -> Arc<UserList> {
         self.userlist.read().unwrap().clone()
+    }
+
+    pub fn hba(&self) -> Arc<Hba> {
+        self.hba.read().unwrap().clone()
+    }
+
+    pub fn set_hba(&self, h: Hba) {
+        *self.hba.write().unwrap() = Arc::new(h);
     }
 
     pub fn set_userlist(&self, u: UserList) {

@@ -84,6 +84,12 @@ async fn scram_pass_through_errors_and_rotation() {
         1
     );
 
+    // PostgreSQL asks plain_user for a cleartext password, pgmux only holds the SCRAM verifier
+    let e = connect(&mux.url("postgres", "plain_user", "plain-password"))
+        .await
+        .unwrap_err();
+    assert_eq!(db_error(&e).1, "server login failed: wrong password type");
+
     // errors
     let e = connect(&url(&seed.app_user, "wrong")).await.unwrap_err();
     assert_eq!(

@@ -2,6 +2,7 @@
 
 use super::{ClientConn, ClientError, lookup};
 use crate::auth::{ScramClientKeys, ScramSecret, ScramServer, Secret, md5};
+use crate::config::hba::HbaMethod;
 use crate::config::{AuthType, DatabaseConfig};
 use crate::protocol::backend;
 use crate::protocol::startup::read_message;
@@ -33,15 +34,27 @@ pub async fn authenticate(
     conn: &mut ClientConn,
     shared: &Shared,
     user: &str,
+    db_name: &str,
     db: Option<(&str, &DatabaseConfig)>,
 ) -> Result<AuthOutcome, ClientError> {
     let cfg = shared.config();
     let g = &cfg.general;
     let forced = db.is_some_and(|(_, d)| d.user.is_some());
     let mut method = g.auth_type;
+    let mut peer_auth = false;
     if method == AuthType::Hba {
-        // hba files arrive later; until then hba behaves as md5.
-        method = AuthType::Md5;
+        method = match shared.hba().eval(conn.hba_peer, db_name, user) {
+            HbaMethod::Trust => AuthType::Trust,
+            HbaMethod::Password => AuthType::Plain,
+            HbaMethod::Md5 => AuthType::Md5,
+            HbaMethod::ScramSha256 => AuthType::ScramSha256,
+            HbaMethod::Cert => AuthType::Cert,
+            HbaMethod::Reject => return Err(ClientError::fatal("login rejected")),
+            HbaMethod::Peer => {
+                peer_auth = true;
+                AuthType::Trust
+            }
+        };
     }
     let mut stored = shared.userlist().get(user).map(Secret::parse);
     let mut looked_up = None;
@@ -71,11 +84,23 @@ pub async fn authenticate(
             }
             AuthOutcome::default()
         }
+        AuthType::Trust if peer_auth => {
+            // peer: the connecting OS user (SO_PEERCRED) must be the requested user
+            let os_user = conn.peer_uid.and_then(crate::client::peer::user_name);
+            if !known || os_user.as_deref() != Some(user) {
+                return Err(ClientError::fatal("unix socket login rejected"));
+            }
+            AuthOutcome::default()
+        }
         AuthType::Trust => {
             if !known {
                 return Err(ClientError::fatal("\"trust\" authentication failed"));
             }
             AuthOutcome::default()
+        }
+        AuthType::Cert => {
+            tracing::error!("{} TLS connection required", conn.prefix());
+            return Err(ClientError::fatal("certificate authentication failed"));
         }
         AuthType::Plain => {
             let mut out = BytesMut::new();

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod lookup;
+pub mod peer;
 pub mod relay;
 pub mod startup;
 
@@ -25,6 +26,10 @@ pub struct ClientConn {
     pub peer: String,
     /// `db/user` once known, for log lines.
     pub who: String,
+    /// Connection kind and address for hba rules.
+    pub hba_peer: crate::config::hba::Peer,
+    /// The connecting process's uid on the unix socket (SO_PEERCRED), for peer auth.
+    pub peer_uid: Option<u32>,
 }
 
 impl ClientConn {
@@ -61,12 +66,15 @@ impl ClientError {
 
 /// Serve one accepted connection until it ends. Never panics on client input.
 pub async fn handle(stream: Stream, peer: String, shared: Arc<Shared>) {
+    let (hba_peer, peer_uid) = peer::identify(&stream);
     let mut conn = ClientConn {
         stream,
         rbuf: BytesMut::new(),
         id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
         peer,
         who: "(nodb)/(nouser)".into(),
+        hba_peer,
+        peer_uid,
     };
     let cfg = shared.config();
     let started = std::time::Instant::now();
@@ -191,6 +199,7 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
         conn,
         shared,
         &info.user,
+        &info.database,
         db.as_ref().map(|d| (info.database.as_str(), d)),
     )
     .await?;

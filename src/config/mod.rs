@@ -1,6 +1,7 @@
 //! Configuration in PgBouncer's format: pgbouncer.ini (sections, settings, databases, users) and userlist.txt.
 
 pub mod databases;
+pub mod hba;
 pub mod ini;
 pub mod settings;
 pub mod userlist;

@@ -67,7 +67,7 @@ pub const SETTINGS: &[Setting] = &[
     s("application_name_add_host", "0", Int, true, true),
     s("auth_dbname", "", Str, true, true),
     s("auth_file", "", Str, true, true),
-    s("auth_hba_file", "", Str, false, true),
+    s("auth_hba_file", "", Str, true, true),
     s("auth_ident_file", "", Str, false, true),
     s("auth_ldap_options", "", Str, false, true),
     s(

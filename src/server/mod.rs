@@ -12,7 +12,6 @@ use stream::Stream;
 use thiserror::Error;
 
 /// Where and as whom a pool connects.
-#[derive(Debug)]
 pub struct ServerTarget {
     pub hosts: Vec<String>,
     pub port: u16,
@@ -35,6 +34,19 @@ pub struct ServerTarget {
 pub enum ServerAddr {
     Tcp(std::net::SocketAddr),
     Unix(PathBuf),
+}
+
+/// Debug output never shows the secret.
+impl std::fmt::Debug for ServerTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTarget")
+            .field("hosts", &self.hosts)
+            .field("port", &self.port)
+            .field("dbname", &self.dbname)
+            .field("user", &self.user)
+            .field("password", &"<hidden>")
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServerTarget {
