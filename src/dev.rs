@@ -431,12 +431,10 @@ pub fn prepare_dev_env(listen_port: Option<u16>) -> Result<DevEnv, DevError> {
         None => free_port()?,
     };
     let userlist_path = dir.join("userlist.txt");
+    // only the auth user: application users are looked up with auth_query
     std::fs::write(
         &userlist_path,
-        format!(
-            "\"{}\" \"{}\"\n\"{}\" \"{}\"\n",
-            seed.app_user, seed.app_password, seed.auth_user, seed.auth_password
-        ),
+        format!("\"{}\" \"{}\"\n", seed.auth_user, seed.auth_password),
     )?;
     let ini_path = dir.join("pgbouncer.ini");
     std::fs::write(
@@ -450,10 +448,12 @@ pub fn prepare_dev_env(listen_port: Option<u16>) -> Result<DevEnv, DevError> {
              listen_addr = 127.0.0.1\n\
              listen_port = {listen_port}\n\
              unix_socket_dir = {dir}\n\
-             auth_type = scram-sha-256\n\
+             ;; md5 upgrades to SCRAM for SCRAM verifiers, as in the CloudNativePG Pooler's hba\n\
+             auth_type = md5\n\
              auth_file = {userlist}\n\
-             ;auth_user = {auth_user}\n\
-             ;auth_query = SELECT usename, passwd FROM user_search($1)\n\
+             auth_user = {auth_user}\n\
+             auth_query = SELECT usename, passwd FROM user_search($1)\n\
+             auth_dbname = postgres\n\
              pool_mode = transaction\n\
              max_client_conn = 1000\n\
              default_pool_size = 50\n\
