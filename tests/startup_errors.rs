@@ -339,3 +339,121 @@ async fn session_and_statement_pool_modes() {
         )
     );
 }
+
+/// Drive a raw SCRAM exchange: `first` as the SASLInitialResponse data, then, if given, `fin` builds
+/// the SASLResponse from the server-first-message. Returns the FATAL error pgmux answers with.
+fn raw_sasl(
+    port: u16,
+    user: &str,
+    mech: &str,
+    first: &[u8],
+    fin: Option<&dyn Fn(&str) -> Vec<u8>>,
+) -> Option<(String, String, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut body = 196608u32.to_be_bytes().to_vec();
+    body.extend_from_slice(format!("user\0{user}\0database\0synergyflow\0\0").as_bytes());
+    let mut pkt = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    pkt.extend(body);
+    s.write_all(&pkt).unwrap();
+    // AuthenticationSASL (read whole by read_error)
+    assert!(read_error(&mut s).is_none(), "expected an auth request");
+    let mut b = mech.as_bytes().to_vec();
+    b.push(0);
+    b.extend((first.len() as i32).to_be_bytes());
+    b.extend_from_slice(first);
+    let mut p = vec![b'p'];
+    p.extend(((b.len() + 4) as u32).to_be_bytes());
+    p.extend(b);
+    s.write_all(&p).unwrap();
+    let mut hdr = [0u8; 5];
+    s.read_exact(&mut hdr).ok()?;
+    let len = u32::from_be_bytes(hdr[1..5].try_into().unwrap()) as usize - 4;
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    if hdr[0] == b'E' {
+        return Some(error_fields(&body));
+    }
+    let server_first = String::from_utf8_lossy(&body[4..]).into_owned();
+    let fin = fin?(&server_first);
+    let mut p = vec![b'p'];
+    p.extend(((fin.len() + 4) as u32).to_be_bytes());
+    p.extend(fin);
+    s.write_all(&p).unwrap();
+    read_error(&mut s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_sasl_exchanges_are_refused_cleanly() {
+    let (pg, seed) = postgres(50);
+    let mux = Pgmux::start(&pg, "", &[(&seed.app_user, &seed.app_password)]);
+    let failed = Some((
+        "FATAL".to_string(),
+        "08P01".to_string(),
+        "SASL authentication failed".to_string(),
+    ));
+    let port = mux.port;
+    let u = seed.app_user.as_str();
+    let nonce = |sf: &str| {
+        sf.split(',')
+            .next()
+            .unwrap()
+            .trim_start_matches("r=")
+            .to_string()
+    };
+    // garbage client-first, channel binding demanded, mandatory extension
+    assert_eq!(raw_sasl(port, u, "SCRAM-SHA-256", b"garbage", None), failed);
+    assert_eq!(
+        raw_sasl(
+            port,
+            u,
+            "SCRAM-SHA-256",
+            b"p=tls-server-end-point,,n=,r=abc",
+            None
+        ),
+        failed
+    );
+    assert_eq!(
+        raw_sasl(port, u, "SCRAM-SHA-256", b"n,,m=x,n=,r=abc", None),
+        failed
+    );
+    // a mechanism we did not offer
+    assert_eq!(
+        raw_sasl(port, u, "SCRAM-SHA-256-PLUS", b"n,,n=,r=abc", None).map(|e| e.2),
+        Some("client selected an invalid SASL authentication mechanism".to_string())
+    );
+    // wrong nonce, bad base64, proof of the wrong length, wrong channel-binding data
+    let cases: Vec<Box<dyn Fn(&str) -> Vec<u8>>> = vec![
+        Box::new(|_| b"c=biws,r=not-the-nonce,p=AAAA".to_vec()),
+        Box::new(move |sf| format!("c=biws,r={},p=!!!notbase64", nonce(sf)).into_bytes()),
+        Box::new(move |sf| format!("c=biws,r={},p=AAAA", nonce(sf)).into_bytes()),
+        Box::new(move |sf| format!("c=eSws,r={},p={}", nonce(sf), "A".repeat(44)).into_bytes()),
+        Box::new(|_| vec![0xff, 0xfe, 0xfd]),
+    ];
+    for f in &cases {
+        assert_eq!(
+            raw_sasl(
+                port,
+                u,
+                "SCRAM-SHA-256",
+                b"n,,n=,r=abcdef",
+                Some(f.as_ref())
+            ),
+            failed
+        );
+    }
+    // and pgmux still serves everybody else
+    let c = connect(&mux.url("synergyflow", u, &seed.app_password))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.query_one("select 1", &[]).await.unwrap().get::<_, i32>(0),
+        1
+    );
+    assert!(
+        !mux.log_text().contains(&seed.app_password),
+        "a password reached the log"
+    );
+}
