@@ -340,6 +340,9 @@ async fn session_and_statement_pool_modes() {
     );
 }
 
+/// Builds a SASLResponse from the server-first-message.
+type FinalMsg = dyn Fn(&str) -> Vec<u8>;
+
 /// Drive a raw SCRAM exchange: `first` as the SASLInitialResponse data, then, if given, `fin` builds
 /// the SASLResponse from the server-first-message. Returns the FATAL error pgmux answers with.
 fn raw_sasl(
@@ -347,7 +350,7 @@ fn raw_sasl(
     user: &str,
     mech: &str,
     first: &[u8],
-    fin: Option<&dyn Fn(&str) -> Vec<u8>>,
+    fin: Option<&FinalMsg>,
 ) -> Option<(String, String, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -425,7 +428,7 @@ async fn malformed_sasl_exchanges_are_refused_cleanly() {
         Some("client selected an invalid SASL authentication mechanism".to_string())
     );
     // wrong nonce, bad base64, proof of the wrong length, wrong channel-binding data
-    let cases: Vec<Box<dyn Fn(&str) -> Vec<u8>>> = vec![
+    let cases: Vec<Box<FinalMsg>> = vec![
         Box::new(|_| b"c=biws,r=not-the-nonce,p=AAAA".to_vec()),
         Box::new(move |sf| format!("c=biws,r={},p=!!!notbase64", nonce(sf)).into_bytes()),
         Box::new(move |sf| format!("c=biws,r={},p=AAAA", nonce(sf)).into_bytes()),
