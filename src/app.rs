@@ -108,6 +108,10 @@ async fn janitor(shared: Arc<Shared>) {
         for p in shared.pools.iter() {
             p.value().maintain();
         }
+        let now = crate::client::timers::now_ms();
+        for t in shared.timers.iter() {
+            t.value().check(now);
+        }
     }
 }
 

@@ -27,6 +27,8 @@ pub struct Shared {
     /// auth_query results, when `auth_query_cache_ttl` is set: (auth database, user) → outcome.
     pub auth_cache:
         crate::auth::cache::LookupCache<(String, String), crate::client::lookup::CachedLookup>,
+    /// Clients with timeouts to watch, by client id (swept by the janitor).
+    pub timers: DashMap<u64, Arc<crate::client::timers::ClientTimers>>,
     /// Random per-process seed for mock SCRAM secrets of unknown users.
     pub mock_seed: [u8; 16],
 }
@@ -46,6 +48,7 @@ impl Shared {
             shutdown: Notify::new(),
             adhoc_scram: DashMap::new(),
             auth_cache: crate::auth::cache::LookupCache::new(10_000),
+            timers: DashMap::new(),
             mock_seed: {
                 let mut s = [0u8; 16];
                 getrandom::fill(&mut s).expect("OS random source");

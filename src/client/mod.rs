@@ -5,6 +5,7 @@ pub mod lookup;
 pub mod peer;
 pub mod relay;
 pub mod startup;
+pub mod timers;
 
 use crate::protocol::startup::{StartupPacket, read_startup};
 use crate::protocol::{ProtocolError, SQLSTATE_PROTOCOL_VIOLATION, backend};
@@ -248,7 +249,17 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
     conn.write_all(&out).await?;
     pool.stats.client_logins.fetch_add(1, Ordering::Relaxed);
 
-    let mut relay = relay::Relay::new(conn, shared, pool, params, cancel.slot.clone());
+    let u = cfg.users.get(&info.user);
+    let limits = timers::Limits::new(
+        u.and_then(|u| u.query_timeout).unwrap_or(g.query_timeout),
+        u.and_then(|u| u.idle_transaction_timeout)
+            .unwrap_or(g.idle_transaction_timeout),
+        u.and_then(|u| u.transaction_timeout)
+            .unwrap_or(g.transaction_timeout),
+        u.and_then(|u| u.client_idle_timeout)
+            .unwrap_or(g.client_idle_timeout),
+    );
+    let mut relay = relay::Relay::new(conn, shared, pool, params, cancel.slot.clone(), limits);
     let res = relay.run().await;
     relay.finish().await;
     if g.log_disconnections && res.is_ok() {

@@ -6,6 +6,7 @@
 
 use super::{ClientConn, ClientError};
 use crate::cancel::CancelSlot;
+use crate::client::timers::{self, ClientTimers, Limits, now_ms};
 use crate::params::ParamSet;
 use crate::pool::{CheckoutError, Mode, Pool};
 use crate::protocol::scan::Scanner;
@@ -15,6 +16,7 @@ use crate::server::login::run_simple;
 use crate::state::Shared;
 use bytes::{Buf, BytesMut};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -61,6 +63,10 @@ pub struct Relay<'a> {
     terminated: bool,
     /// The linked server failed a read or write.
     server_broken: bool,
+    /// Timestamps for the janitor's timeouts (None when no timeout applies).
+    timers: Option<Arc<ClientTimers>>,
+    /// The janitor ended this client; close the server with this reason.
+    kill_server: Option<&'static str>,
     disable_pqexec: bool,
     started: Instant,
     xact_start: Option<Instant>,
@@ -76,7 +82,13 @@ impl<'a> Relay<'a> {
         pool: Arc<Pool>,
         params: ParamSet,
         slot: Arc<CancelSlot>,
+        limits: Limits,
     ) -> Self {
+        let timers = limits.any().then(|| {
+            let t = Arc::new(ClientTimers::new(limits));
+            shared.timers.insert(conn.id, t.clone());
+            t
+        });
         let cfg = shared.config();
         let max = cfg.general.max_packet_size as usize;
         Relay {
@@ -97,6 +109,8 @@ impl<'a> Relay<'a> {
             status: b'I',
             terminated: false,
             server_broken: false,
+            timers,
+            kill_server: None,
             disable_pqexec: cfg.general.disable_pqexec,
             started: Instant::now(),
             xact_start: None,
@@ -151,6 +165,7 @@ impl<'a> Relay<'a> {
                 let (mut sr, mut sw) = server.stream.split();
                 tokio::select! {
                     biased;
+                    _ = killed(self.timers.as_deref()) => Ev::Killed,
                     r = sw.write(&self.c_out), if !self.c_out.is_empty() => Ev::ToServer(r),
                     r = cw.write(&self.s_out), if !self.s_out.is_empty() => Ev::ToClient(r),
                     r = sr.read_buf(&mut self.s_in), if s_room => Ev::FromServer(r),
@@ -160,18 +175,33 @@ impl<'a> Relay<'a> {
             None => {
                 tokio::select! {
                     biased;
+                    _ = killed(self.timers.as_deref()) => Ev::Killed,
                     r = cw.write(&self.s_out), if !self.s_out.is_empty() => Ev::ToClient(r),
                     r = cr.read_buf(cbuf), if c_room => Ev::FromClient(r),
                 }
             }
         };
         match ev {
+            Ev::Killed => {
+                let why = self
+                    .timers
+                    .as_ref()
+                    .map(|t| t.killed().message())
+                    .unwrap_or("client_idle_timeout");
+                if self.server.is_some() {
+                    self.kill_server = Some(why);
+                }
+                return Err(ClientError::fatal(why));
+            }
             Ev::ToServer(Ok(n)) if n > 0 => self.c_out.advance(n),
             Ev::ToServer(_) | Ev::FromServer(Err(_)) | Ev::FromServer(Ok(0)) => {
                 self.server_broken = true;
                 return Err(ClientError::fatal("server conn crashed?"));
             }
             Ev::FromServer(Ok(n)) => {
+                if let Some(t) = &self.timers {
+                    t.server_activity.store(now_ms(), Relaxed);
+                }
                 self.bytes_out += n as u64;
                 self.scan_server()?;
             }
@@ -198,11 +228,16 @@ impl<'a> Relay<'a> {
                         return Err(ClientError::fatal("PQexec disallowed"));
                     }
                     self.pending += 1;
+                    mark_query(self.timers.as_deref());
                 }
-                b'F' => self.pending += 1,
+                b'F' => {
+                    self.pending += 1;
+                    mark_query(self.timers.as_deref());
+                }
                 b'S' => {
                     self.pending += 1;
                     self.ext_open = false;
+                    mark_query(self.timers.as_deref());
                 }
                 b'P' | b'B' | b'D' | b'E' | b'C' => self.ext_open = true,
                 b'H' => {}
@@ -255,6 +290,10 @@ impl<'a> Relay<'a> {
                     }
                     if self.pending == 0 {
                         self.copy_in = false;
+                        if let Some(t) = &self.timers {
+                            t.query_start.store(0, Relaxed);
+                            t.idle_tx.store((self.status != b'I') as u8, Relaxed);
+                        }
                     }
                 }
                 b'S' => {
@@ -293,6 +332,9 @@ impl<'a> Relay<'a> {
     /// Take a server for the next transaction and bring its tracked parameters in line.
     async fn acquire(&mut self) -> Result<(), ClientError> {
         let wait_start = Instant::now();
+        if let Some(t) = &self.timers {
+            t.state.store(timers::WAITING, Relaxed);
+        }
         loop {
             let mut server = self.pool.checkout().await.map_err(checkout_error)?;
             if let Some(sql) = self.params.sync_sql(&server.params, &self.shared.tracked) {
@@ -325,6 +367,12 @@ impl<'a> Relay<'a> {
             );
             crate::pool::stats::PoolStats::add(&stats.server_assignments, 1);
             self.slot.link(&server.addr, server.key);
+            if let Some(t) = &self.timers {
+                let now = now_ms();
+                t.xact_start.store(now, Relaxed);
+                t.server_activity.store(now, Relaxed);
+                t.state.store(timers::LINKED, Relaxed);
+            }
             self.status = b'I';
             self.xact_start = Some(Instant::now());
             self.server = Some(server);
@@ -335,6 +383,13 @@ impl<'a> Relay<'a> {
     fn release(&mut self) {
         if let Some(server) = self.server.take() {
             self.slot.unlink();
+            if let Some(t) = &self.timers {
+                t.xact_start.store(0, Relaxed);
+                t.query_start.store(0, Relaxed);
+                t.idle_tx.store(0, Relaxed);
+                t.idle_since.store(now_ms(), Relaxed);
+                t.state.store(timers::IDLE, Relaxed);
+            }
             self.flush_stats();
             self.pool.checkin(server, true);
         }
@@ -362,6 +417,10 @@ impl<'a> Relay<'a> {
         self.flush_stats();
         if self.server_broken {
             self.pool.close_active(server, "server conn crashed?");
+            return;
+        }
+        if let Some(why) = self.kill_server {
+            self.pool.close_active(server, why);
             return;
         }
         let clean = self.status == b'I'
@@ -408,14 +467,39 @@ fn append(out: &mut BytesMut, more: BytesMut) {
 
 /// Outcome of one I/O round.
 enum Ev {
+    Killed,
     ToServer(std::io::Result<usize>),
     ToClient(std::io::Result<usize>),
     FromServer(std::io::Result<usize>),
     FromClient(std::io::Result<usize>),
 }
 
+/// Resolves when the janitor has ended this client; never without timers.
+async fn killed(t: Option<&ClientTimers>) {
+    match t {
+        Some(t) => {
+            if t.killed() == timers::Kill::None {
+                t.notify.notified().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[inline]
+fn mark_query(t: Option<&ClientTimers>) {
+    if let Some(t) = t
+        && t.query_start.load(Relaxed) == 0
+    {
+        t.query_start.store(now_ms(), Relaxed);
+    }
+}
+
 impl Drop for Relay<'_> {
     fn drop(&mut self) {
+        if self.timers.is_some() {
+            self.shared.timers.remove(&self.conn.id);
+        }
         if let Some(server) = self.server.take() {
             self.slot.unlink();
             self.pool

@@ -1,0 +1,199 @@
+//! Client timeouts checked by the janitor (every 1/3 s, like PgBouncer's): query_timeout,
+//! idle_transaction_timeout, transaction_timeout, client_idle_timeout. The hot path only stores
+//! timestamps in atomics; no per-connection timer is armed.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+fn epoch() -> Instant {
+    static E: OnceLock<Instant> = OnceLock::new();
+    *E.get_or_init(Instant::now)
+}
+
+/// Milliseconds since the process's time origin (never 0 after start, so 0 can mean "unset").
+#[inline]
+pub fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64 + 1
+}
+
+pub const IDLE: u8 = 0;
+pub const WAITING: u8 = 1;
+pub const LINKED: u8 = 2;
+
+/// Why the janitor ended a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kill {
+    None = 0,
+    QueryTimeout = 1,
+    IdleTransaction = 2,
+    TransactionTimeout = 3,
+    ClientIdle = 4,
+}
+
+impl Kill {
+    fn from_u8(v: u8) -> Kill {
+        match v {
+            1 => Kill::QueryTimeout,
+            2 => Kill::IdleTransaction,
+            3 => Kill::TransactionTimeout,
+            4 => Kill::ClientIdle,
+            _ => Kill::None,
+        }
+    }
+
+    /// PgBouncer's message for the client (FATAL 08P01) and the server close reason.
+    pub fn message(self) -> &'static str {
+        match self {
+            Kill::QueryTimeout => "query timeout",
+            Kill::IdleTransaction => "idle transaction timeout",
+            Kill::TransactionTimeout => "transaction timeout",
+            Kill::ClientIdle => "client_idle_timeout",
+            Kill::None => "",
+        }
+    }
+}
+
+/// The limits that apply to one client (0 = off), in milliseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    pub query_timeout: u64,
+    pub idle_transaction_timeout: u64,
+    pub transaction_timeout: u64,
+    pub client_idle_timeout: u64,
+}
+
+impl Limits {
+    pub fn new(
+        query: Duration,
+        idle_tx: Duration,
+        xact: Duration,
+        client_idle: Duration,
+    ) -> Limits {
+        let ms = |d: Duration| d.as_millis() as u64;
+        Limits {
+            query_timeout: ms(query),
+            idle_transaction_timeout: ms(idle_tx),
+            transaction_timeout: ms(xact),
+            client_idle_timeout: ms(client_idle),
+        }
+    }
+
+    pub fn any(&self) -> bool {
+        self.query_timeout
+            + self.idle_transaction_timeout
+            + self.transaction_timeout
+            + self.client_idle_timeout
+            > 0
+    }
+}
+
+/// One client's timestamps, shared with the janitor.
+#[derive(Debug)]
+pub struct ClientTimers {
+    pub limits: Limits,
+    pub state: AtomicU8,
+    /// First request of the query in flight (0: none).
+    pub query_start: AtomicU64,
+    /// When the current server was taken (0: none).
+    pub xact_start: AtomicU64,
+    /// Last byte from the linked server.
+    pub server_activity: AtomicU64,
+    /// Set when the last ReadyForQuery said 'T' or 'E'.
+    pub idle_tx: AtomicU8,
+    /// When the client last became idle (no server).
+    pub idle_since: AtomicU64,
+    kill: AtomicU8,
+    pub notify: Notify,
+}
+
+impl ClientTimers {
+    pub fn new(limits: Limits) -> ClientTimers {
+        ClientTimers {
+            limits,
+            state: AtomicU8::new(IDLE),
+            query_start: AtomicU64::new(0),
+            xact_start: AtomicU64::new(0),
+            server_activity: AtomicU64::new(0),
+            idle_tx: AtomicU8::new(0),
+            idle_since: AtomicU64::new(now_ms()),
+            kill: AtomicU8::new(0),
+            notify: Notify::new(),
+        }
+    }
+
+    pub fn killed(&self) -> Kill {
+        Kill::from_u8(self.kill.load(Relaxed))
+    }
+
+    /// Janitor check; returns true when it ended the client.
+    pub fn check(&self, now: u64) -> bool {
+        if self.kill.load(Relaxed) != 0 {
+            return false;
+        }
+        let l = &self.limits;
+        let over =
+            |start: u64, limit: u64| limit > 0 && start > 0 && now.saturating_sub(start) > limit;
+        let reason = match self.state.load(Relaxed) {
+            LINKED => {
+                if over(self.query_start.load(Relaxed), l.query_timeout) {
+                    Kill::QueryTimeout
+                } else if self.idle_tx.load(Relaxed) == 1
+                    && self.query_start.load(Relaxed) == 0
+                    && over(
+                        self.server_activity.load(Relaxed),
+                        l.idle_transaction_timeout,
+                    )
+                {
+                    Kill::IdleTransaction
+                } else if over(self.xact_start.load(Relaxed), l.transaction_timeout) {
+                    Kill::TransactionTimeout
+                } else {
+                    Kill::None
+                }
+            }
+            IDLE if over(self.idle_since.load(Relaxed), l.client_idle_timeout) => Kill::ClientIdle,
+            _ => Kill::None,
+        };
+        if reason == Kill::None {
+            return false;
+        }
+        self.kill.store(reason as u8, Relaxed);
+        self.notify.notify_one();
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn janitor_rules() {
+        let t = ClientTimers::new(Limits {
+            query_timeout: 100,
+            idle_transaction_timeout: 50,
+            transaction_timeout: 0,
+            client_idle_timeout: 30,
+        });
+        let now = now_ms();
+        t.idle_since.store(now, Relaxed);
+        assert!(!t.check(now + 10));
+        t.state.store(LINKED, Relaxed);
+        t.query_start.store(now, Relaxed);
+        assert!(!t.check(now + 90));
+        t.query_start.store(0, Relaxed);
+        t.idle_tx.store(1, Relaxed);
+        t.server_activity.store(now, Relaxed);
+        assert!(t.check(now + 60));
+        assert_eq!(t.killed(), Kill::IdleTransaction);
+        let u = ClientTimers::new(Limits {
+            client_idle_timeout: 30,
+            ..Default::default()
+        });
+        assert!(u.check(now_ms() + 40));
+        assert_eq!(u.killed().message(), "client_idle_timeout");
+    }
+}
