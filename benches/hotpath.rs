@@ -94,7 +94,10 @@ fn pool(c: &mut Criterion) {
             query_wait_timeout: Duration::from_secs(5),
             round_robin: false,
             reset_query: None,
+            reserve_size: 0,
+            reserve_timeout: Duration::from_secs(5),
         };
+        let group = pgmux::pool::group::ConnGroup::new(0);
         let pool = Pool::new(
             "db".into(),
             "u".into(),
@@ -102,6 +105,8 @@ fn pool(c: &mut Criterion) {
             settings,
             tracked.clone(),
             false,
+            group.clone(),
+            group,
         );
         let mut peers = Vec::new();
         for _ in 0..50 {

@@ -4,6 +4,7 @@ use crate::cancel::CancelRegistry;
 use crate::config::hba::Hba;
 use crate::config::{Config, DatabaseConfig, PoolMode, UserList};
 use crate::params::Tracked;
+use crate::pool::group::ConnGroup;
 use crate::pool::{Mode, Pool, PoolSettings};
 use crate::server::ServerTarget;
 use dashmap::DashMap;
@@ -17,6 +18,13 @@ pub struct Shared {
     hba: RwLock<Arc<Hba>>,
     pub tracked: Arc<Tracked>,
     pub pools: DashMap<(String, String), Arc<Pool>>,
+    /// max_db_connections counters, by database name.
+    pub db_groups: DashMap<String, Arc<ConnGroup>>,
+    /// max_user_connections counters, by user name.
+    pub user_groups: DashMap<String, Arc<ConnGroup>>,
+    /// Connected clients per database and per user (max_db/user_client_connections).
+    pub db_clients: DashMap<String, Arc<AtomicUsize>>,
+    pub user_clients: DashMap<String, Arc<AtomicUsize>>,
     pub cancel: CancelRegistry,
     /// Connected non-admin clients (for max_client_conn).
     pub clients: AtomicUsize,
@@ -42,6 +50,10 @@ impl Shared {
             hba: RwLock::new(Arc::new(hba)),
             tracked,
             pools: DashMap::new(),
+            db_groups: DashMap::new(),
+            user_groups: DashMap::new(),
+            db_clients: DashMap::new(),
+            user_clients: DashMap::new(),
             cancel: CancelRegistry::default(),
             clients: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
@@ -147,15 +159,44 @@ impl Shared {
             } else {
                 Some(g.server_reset_query.clone())
             },
+            reserve_size: ucfg
+                .and_then(|u| u.reserve_pool_size)
+                .or(db.reserve_pool_size)
+                .unwrap_or(g.reserve_pool_size) as usize,
+            reserve_timeout: g.reserve_pool_timeout,
         };
-        let pool = Pool::new(
-            db_name.to_string(),
-            pool_user,
-            target,
-            settings,
-            self.tracked.clone(),
-            g.log_disconnections,
-        );
-        self.pools.entry(key).or_insert(pool).clone()
+        // one shared counter per database and per user, for max_db_connections / max_user_connections
+        let db_max = db.max_db_connections.unwrap_or(g.max_db_connections) as usize;
+        let db_group = self
+            .db_groups
+            .entry(db_name.to_string())
+            .or_insert_with(|| ConnGroup::new(db_max))
+            .clone();
+        let user_max = ucfg
+            .and_then(|u| u.max_user_connections)
+            .unwrap_or(g.max_user_connections) as usize;
+        let user_group = self
+            .user_groups
+            .entry(pool_user.clone())
+            .or_insert_with(|| ConnGroup::new(user_max))
+            .clone();
+        // the pool map's entry lock makes creation race-free: a loser's pool is never registered
+        match self.pools.entry(key) {
+            dashmap::Entry::Occupied(e) => e.get().clone(),
+            dashmap::Entry::Vacant(v) => {
+                let pool = Pool::new(
+                    db_name.to_string(),
+                    pool_user,
+                    target,
+                    settings,
+                    self.tracked.clone(),
+                    g.log_disconnections,
+                    db_group,
+                    user_group,
+                );
+                v.insert(pool.clone());
+                pool
+            }
+        }
     }
 }

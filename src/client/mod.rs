@@ -225,6 +225,37 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
     {
         pool.set_scram_keys(keys);
     }
+    let _in_pool = Counted::new(pool.clients_counter());
+    // client caps per database and per user (PgBouncer >= 1.24)
+    let ucfg = cfg.users.get(&info.user);
+    let db_max = db
+        .max_db_client_connections
+        .unwrap_or(g.max_db_client_connections) as usize;
+    let db_count = shared
+        .db_clients
+        .entry(info.database.clone())
+        .or_default()
+        .clone();
+    let _db_client = Counted::new(db_count);
+    if db_max > 0 && _db_client.value() > db_max {
+        return Err(ClientError::fatal(
+            "client connections exceeded (max_db_client_connections)",
+        ));
+    }
+    let user_max = ucfg
+        .and_then(|u| u.max_user_client_connections)
+        .unwrap_or(g.max_user_client_connections) as usize;
+    let user_count = shared
+        .user_clients
+        .entry(info.user.clone())
+        .or_default()
+        .clone();
+    let _user_client = Counted::new(user_count);
+    if user_max > 0 && _user_client.value() > user_max {
+        return Err(ClientError::fatal(
+            "client connections exceeded (max_user_client_connections)",
+        ));
+    }
     let welcome = pool.ensure_welcome().await.map_err(relay::checkout_error)?;
     let cancel = shared.cancel.register();
     let mut params = info.params;
@@ -270,6 +301,26 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
         );
     }
     res
+}
+
+/// Holds one count in a shared counter while alive.
+struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Counted {
+    fn new(c: Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        c.fetch_add(1, Ordering::Relaxed);
+        Counted(c)
+    }
+
+    fn value(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Counts a connected client for max_client_conn while alive.

@@ -282,7 +282,7 @@ mod tests {
         assert_eq!(
             c.warnings
                 .iter()
-                .filter(|w| w.contains("\"max_db_connections\""))
+                .filter(|w| w.contains("\"server_tls_sslmode\""))
                 .count(),
             1
         );

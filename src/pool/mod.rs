@@ -1,13 +1,16 @@
 //! Pools of server connections keyed by (database, user): checkout with a FIFO wait queue, LIFO reuse, close reasons.
 
+pub mod group;
 pub mod stats;
 
 use crate::auth::ScramClientKeys;
 use crate::params::{ParamSet, Tracked};
 use crate::server::login::{self, WelcomeParams};
 use crate::server::{ServerConn, ServerError, ServerTarget};
+use group::ConnGroup;
 use stats::PoolStats;
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -32,6 +35,8 @@ pub struct PoolSettings {
     pub query_wait_timeout: Duration,
     pub round_robin: bool,
     pub reset_query: Option<String>,
+    pub reserve_size: usize,
+    pub reserve_timeout: Duration,
 }
 
 /// The ParameterStatus set a new client is greeted with, cached from the pool's first server login.
@@ -56,7 +61,8 @@ type Delivery = Result<ServerConn, (String, String)>;
 #[derive(Debug, Default)]
 struct Inner {
     idle: Vec<ServerConn>,
-    waiters: VecDeque<oneshot::Sender<Delivery>>,
+    /// Waiting clients in arrival order, with when they started waiting.
+    waiters: VecDeque<(Instant, oneshot::Sender<Delivery>)>,
     /// Connected plus connecting servers.
     total: usize,
     /// Servers lent to clients.
@@ -72,10 +78,14 @@ pub struct Pool {
     pub settings: PoolSettings,
     pub tracked: Arc<Tracked>,
     pub stats: PoolStats,
+    /// Clients logged in to this pool (min_pool_size is kept only while there are some).
+    pub clients: Arc<AtomicUsize>,
     inner: Mutex<Inner>,
     welcome: Mutex<Option<Arc<Welcome>>>,
     scram_keys: Mutex<Option<ScramClientKeys>>,
     log_disconnections: bool,
+    db_group: Arc<ConnGroup>,
+    user_group: Arc<ConnGroup>,
 }
 
 /// Why a server connection is closed (logged as `closing because: <reason> (age=Ns)`).
@@ -94,6 +104,7 @@ pub fn log_close(pool: &Pool, server: &ServerConn, reason: &str, enabled: bool) 
 }
 
 impl Pool {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         db: String,
         user: String,
@@ -101,19 +112,31 @@ impl Pool {
         settings: PoolSettings,
         tracked: Arc<Tracked>,
         log_disconnections: bool,
+        db_group: Arc<ConnGroup>,
+        user_group: Arc<ConnGroup>,
     ) -> Arc<Pool> {
-        Arc::new(Pool {
+        let p = Arc::new(Pool {
             db,
             user,
             target,
             settings,
             tracked,
             stats: PoolStats::default(),
+            clients: Arc::new(AtomicUsize::new(0)),
             inner: Mutex::new(Inner::default()),
             welcome: Mutex::new(None),
             scram_keys: Mutex::new(None),
             log_disconnections,
-        })
+            db_group,
+            user_group,
+        });
+        p.db_group.add_member(&p);
+        p.user_group.add_member(&p);
+        p
+    }
+
+    pub fn clients_counter(&self) -> Arc<AtomicUsize> {
+        self.clients.clone()
     }
 
     pub fn welcome(&self) -> Option<Arc<Welcome>> {
@@ -130,6 +153,31 @@ impl Pool {
         (g.active, g.idle.len(), g.total, g.waiters.len())
     }
 
+    /// Count a new connection against the pool size (plus `allowance` from the reserve) and the
+    /// database/user caps. The caller then spawns the connect.
+    fn try_open(&self, g: &mut Inner, allowance: usize) -> bool {
+        if g.total >= self.settings.size.saturating_add(allowance) {
+            return false;
+        }
+        if !self.db_group.try_take() {
+            return false;
+        }
+        if !self.user_group.try_take() {
+            self.db_group.give();
+            return false;
+        }
+        g.total += 1;
+        g.connecting += 1;
+        true
+    }
+
+    /// A connection stopped counting (closed, or its connect failed).
+    fn free_slot(&self, g: &mut Inner) {
+        g.total -= 1;
+        self.db_group.give();
+        self.user_group.give();
+    }
+
     /// Take a server for a client: an idle one (LIFO), else wait in FIFO order for one that is
     /// released or newly connected, for at most query_wait_timeout.
     pub async fn checkout(self: &Arc<Self>) -> Result<ServerConn, CheckoutError> {
@@ -144,16 +192,23 @@ impl Pool {
                     g.active += 1;
                     return Ok(s);
                 }
-                g.total -= 1;
+                self.free_slot(&mut g);
                 log_close(self, &s, "server conn crashed?", self.log_disconnections);
             }
             let (tx, rx) = oneshot::channel();
-            g.waiters.push_back(tx);
-            if g.total < self.settings.size {
-                g.total += 1;
-                g.connecting += 1;
-                drop(g);
+            g.waiters.push_back((Instant::now(), tx));
+            let opened = g.connecting < g.waiters.len() && self.try_open(&mut g, 0);
+            let capped = !opened && g.total < self.settings.size;
+            drop(g);
+            if opened {
                 self.spawn_connect();
+            } else if capped && self.evict_for_room() {
+                // an idle server of another pool of this database/user was closed to make room
+                let mut g = self.inner.lock().unwrap();
+                if self.try_open(&mut g, 0) {
+                    drop(g);
+                    self.spawn_connect();
+                }
             }
             rx
         };
@@ -171,8 +226,43 @@ impl Pool {
         }
     }
 
+    /// PgBouncer's eviction: when max_db_connections/max_user_connections is reached, close the
+    /// longest-idle server of another pool of the same database or user.
+    fn evict_for_room(self: &Arc<Self>) -> bool {
+        for group in [&self.db_group, &self.user_group] {
+            if !group.is_full() {
+                continue;
+            }
+            for m in group.members() {
+                if Arc::ptr_eq(&m, self) {
+                    continue;
+                }
+                let victim = {
+                    let mut g = m.inner.lock().unwrap();
+                    let oldest = g
+                        .idle
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, s)| s.last_used)
+                        .map(|(i, _)| i);
+                    oldest.map(|i| {
+                        let s = g.idle.remove(i);
+                        m.free_slot(&mut g);
+                        s
+                    })
+                };
+                if let Some(s) = victim {
+                    log_close(&m, &s, "evicted", m.log_disconnections);
+                    let _ = s.stream.try_write(&[b'X', 0, 0, 0, 4]);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// Open one more server connection in the background; it is handed to the first waiter.
-    /// The caller has already counted it in `total` and `connecting`.
+    /// The caller has already counted it (`try_open`).
     fn spawn_connect(self: &Arc<Self>) {
         let pool = self.clone();
         tokio::spawn(async move {
@@ -203,11 +293,11 @@ impl Pool {
                     tracing::warn!("{}/{}: server login failed: {}", pool.db, pool.user, e);
                     let (code, msg) = e.client_error();
                     let mut g = pool.inner.lock().unwrap();
-                    g.total -= 1;
+                    pool.free_slot(&mut g);
                     g.connecting -= 1;
                     // Nobody else can serve the waiters: pass the server's error on, as PgBouncer does.
                     if g.total == 0 {
-                        for w in g.waiters.drain(..) {
+                        for (_, w) in g.waiters.drain(..) {
                             let _ = w.send(Err((code.clone(), msg.clone())));
                         }
                     }
@@ -231,17 +321,33 @@ impl Pool {
         self.give_back(server);
     }
 
-    /// Close a server that is not lent to anyone, and replace it if clients are waiting.
+    /// Close a server that is not lent to anyone, and let waiting clients (here or in pools
+    /// sharing a database/user cap) use the freed slot.
     pub fn close(self: &Arc<Self>, server: ServerConn, reason: &str) {
         log_close(self, &server, reason, self.log_disconnections);
         let _ = server.stream.try_write(&[b'X', 0, 0, 0, 4]);
         drop(server);
+        {
+            let mut g = self.inner.lock().unwrap();
+            self.free_slot(&mut g);
+        }
+        self.kick();
+        for group in [&self.db_group, &self.user_group] {
+            if group.is_capped() {
+                for m in group.members() {
+                    if !Arc::ptr_eq(&m, self) {
+                        m.kick();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Open a connection for waiting clients if there is room.
+    pub fn kick(self: &Arc<Self>) {
         let mut g = self.inner.lock().unwrap();
-        g.total -= 1;
-        g.waiters.retain(|w| !w.is_closed());
-        if !g.waiters.is_empty() && g.total < self.settings.size {
-            g.total += 1;
-            g.connecting += 1;
+        g.waiters.retain(|(_, w)| !w.is_closed());
+        if g.connecting < g.waiters.len() && self.try_open(&mut g, 0) {
             drop(g);
             self.spawn_connect();
         }
@@ -256,7 +362,7 @@ impl Pool {
     fn give_back(self: &Arc<Self>, mut server: ServerConn) {
         server.last_used = Instant::now();
         let mut g = self.inner.lock().unwrap();
-        while let Some(w) = g.waiters.pop_front() {
+        while let Some((_, w)) = g.waiters.pop_front() {
             g.active += 1;
             match w.send(Ok(server)) {
                 Ok(()) => return,
@@ -272,13 +378,21 @@ impl Pool {
 
     /// Add an already logged-in server to the pool as idle (warm-up, benchmarks).
     pub fn adopt_idle(self: &Arc<Self>, server: ServerConn) {
-        self.inner.lock().unwrap().total += 1;
+        {
+            let mut g = self.inner.lock().unwrap();
+            g.total += 1;
+            self.db_group.try_take();
+            self.user_group.try_take();
+        }
         self.give_back(server);
     }
 
-    /// Janitor pass: close idle servers past server_idle_timeout or server_lifetime, keeping min_size.
+    /// Janitor pass (every 1/3 s): close idle servers past server_idle_timeout (keeping
+    /// min_pool_size) or server_lifetime; take from the reserve pool for clients waiting longer
+    /// than reserve_pool_timeout; open connections up to min_pool_size while clients are connected.
     pub fn maintain(self: &Arc<Self>) {
         let mut closing = Vec::new();
+        let mut open = 0;
         {
             let mut g = self.inner.lock().unwrap();
             let now = Instant::now();
@@ -304,9 +418,33 @@ impl Pool {
                     None => i += 1,
                 }
             }
+            g.waiters.retain(|(_, w)| !w.is_closed());
+            let oldest_wait = g.waiters.front().map(|(t, _)| now.duration_since(*t));
+            if self.settings.reserve_size > 0
+                && oldest_wait.is_some_and(|w| w >= self.settings.reserve_timeout)
+                && g.connecting < g.waiters.len()
+                && g.total >= self.settings.size
+                && self.try_open(&mut g, self.settings.reserve_size)
+            {
+                tracing::warn!(
+                    "{}/{}: taking connection from reserve_pool",
+                    self.db,
+                    self.user
+                );
+                open += 1;
+            }
+            if self.clients.load(std::sync::atomic::Ordering::Relaxed) > 0
+                && g.total < self.settings.min_size
+                && self.try_open(&mut g, 0)
+            {
+                open += 1;
+            }
         }
         for (s, r) in closing {
             self.close(s, r);
+        }
+        for _ in 0..open {
+            self.spawn_connect();
         }
     }
 

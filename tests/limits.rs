@@ -1,0 +1,200 @@
+//! Pool limits and the pool's life: max_db/user_connections with eviction, reserve pool,
+//! min_pool_size, client caps, server_idle_timeout and server_lifetime.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+fn count(pg: &pgmux::dev::TempPostgres, users: &str) -> usize {
+    pg.psql(
+        "postgres",
+        &format!("select count(*) from pg_stat_activity where usename in ({users})"),
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+async fn wait_for(mut f: impl FnMut() -> bool, secs: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    f()
+}
+
+const USERS: &[(&str, &str)] = &[
+    ("trust_user", "x"),
+    ("md5_user", "md5-password"),
+    ("plain_user", "plain-password"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_db_connections_evicts_idle_servers_of_other_pools() {
+    let (pg, _seed) = postgres(100);
+    let mux = Pgmux::start(
+        &pg,
+        "auth_type = trust\ndefault_pool_size = 5\nmax_db_connections = 2\nquery_wait_timeout = 2",
+        USERS,
+    );
+    let a1 = connect(&mux.url("postgres", "trust_user", ""))
+        .await
+        .unwrap();
+    let a2 = connect(&mux.url("postgres", "trust_user", ""))
+        .await
+        .unwrap();
+    a1.batch_execute("begin; select 1").await.unwrap();
+    a2.batch_execute("begin; select 1").await.unwrap();
+    // the database is at its cap: md5_user waits and times out
+    let b = connect(&mux.url("postgres", "md5_user", "")).await;
+    let e = match b {
+        Err(e) => e,
+        Ok(b) => b.simple_query("select 1").await.unwrap_err(),
+    };
+    assert_eq!(db_error(&e), ("08P01".into(), "query_wait_timeout".into()));
+    assert!(count(&pg, "'trust_user','md5_user'") <= 2);
+    // trust_user's servers go idle; md5_user gets one by evicting an idle server of the other pool
+    a1.batch_execute("commit").await.unwrap();
+    a2.batch_execute("commit").await.unwrap();
+    let b = connect(&mux.url("postgres", "md5_user", "")).await.unwrap();
+    assert_eq!(b.simple_query("select 1").await.unwrap().len(), 3);
+    assert!(count(&pg, "'trust_user','md5_user'") <= 2);
+    assert!(
+        mux.log_text().contains("closing because: evicted"),
+        "{}",
+        mux.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserve_pool_after_reserve_pool_timeout() {
+    let (pg, _seed) = postgres(100);
+    let mux = Pgmux::start(
+        &pg,
+        "auth_type = trust\ndefault_pool_size = 1\nreserve_pool_size = 1\nreserve_pool_timeout = 0.5\nquery_wait_timeout = 10",
+        USERS,
+    );
+    let url = mux.url("postgres", "trust_user", "");
+    let a = connect(&url).await.unwrap();
+    a.batch_execute("begin; select 1").await.unwrap();
+    let b = connect(&url).await;
+    let t = Instant::now();
+    let b = b.unwrap();
+    assert_eq!(b.simple_query("select 2").await.unwrap().len(), 3);
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    assert!(
+        mux.log_text()
+            .contains("taking connection from reserve_pool"),
+        "{}",
+        mux.log_text()
+    );
+    assert_eq!(count(&pg, "'trust_user'"), 2);
+    a.batch_execute("commit").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_pool_size_idle_timeout_and_lifetime() {
+    let (pg, _seed) = postgres(100);
+    let mux = Pgmux::start(
+        &pg,
+        "auth_type = trust\ndefault_pool_size = 5\nmin_pool_size = 3\nserver_idle_timeout = 1",
+        USERS,
+    );
+    let c = connect(&mux.url("postgres", "trust_user", ""))
+        .await
+        .unwrap();
+    c.simple_query("select 1").await.unwrap();
+    // min_pool_size connections appear once a client is connected
+    assert!(
+        wait_for(|| count(&pg, "'trust_user'") == 3, 5).await,
+        "saw {}",
+        count(&pg, "'trust_user'")
+    );
+    // server_idle_timeout never goes below min_pool_size
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert!(count(&pg, "'trust_user'") >= 3);
+    drop(c);
+
+    // server_lifetime: a connection older than 1 s is closed when released
+    let l = Pgmux::start(
+        &pg,
+        "auth_type = trust\ndefault_pool_size = 5\nserver_lifetime = 1",
+        USERS,
+    );
+    let e = connect(&l.url("postgres", "plain_user", "")).await.unwrap();
+    e.batch_execute("begin; select pg_sleep(1.2); commit")
+        .await
+        .unwrap();
+    assert!(
+        wait_for(
+            || l.log_text()
+                .contains("closing because: server lifetime over"),
+            3
+        )
+        .await,
+        "{}",
+        l.log_text()
+    );
+    assert!(wait_for(|| count(&pg, "'plain_user'") == 0, 3).await);
+
+    // server_idle_timeout with min_pool_size 0: the idle server goes
+    let m = Pgmux::start(
+        &pg,
+        "auth_type = trust\ndefault_pool_size = 5\nserver_idle_timeout = 1",
+        USERS,
+    );
+    let d = connect(&m.url("postgres", "md5_user", "")).await.unwrap();
+    d.simple_query("select 1").await.unwrap();
+    assert_eq!(count(&pg, "'md5_user'"), 1);
+    assert!(
+        wait_for(|| count(&pg, "'md5_user'") == 0, 4).await,
+        "idle server not closed"
+    );
+    assert!(
+        m.log_text()
+            .contains("closing because: server idle timeout")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_caps_per_database_and_user() {
+    let (pg, _seed) = postgres(100);
+    let mux = Pgmux::start(
+        &pg,
+        "auth_type = trust\nmax_db_client_connections = 2\nmax_user_client_connections = 1",
+        USERS,
+    );
+    let _a = connect(&mux.url("postgres", "trust_user", ""))
+        .await
+        .unwrap();
+    let e = connect(&mux.url("postgres", "trust_user", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        db_error(&e),
+        (
+            "08P01".into(),
+            "client connections exceeded (max_user_client_connections)".into()
+        )
+    );
+    let _b = connect(&mux.url("postgres", "md5_user", "")).await.unwrap();
+    let e = connect(&mux.url("postgres", "plain_user", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        db_error(&e),
+        (
+            "08P01".into(),
+            "client connections exceeded (max_db_client_connections)".into()
+        )
+    );
+}
