@@ -96,6 +96,7 @@ fn pool(c: &mut Criterion) {
             reset_query: None,
             reserve_size: 0,
             reserve_timeout: Duration::from_secs(5),
+            login_retry: Duration::from_secs(15),
         };
         let group = pgmux::pool::group::ConnGroup::new(0);
         let pool = Pool::new(

@@ -380,6 +380,15 @@ impl TempPostgres {
         self.pg_ctl_start()
     }
 
+    /// Start a stopped server again on the same port.
+    pub fn start_again(&mut self) -> Result<(), DevError> {
+        if !self.running {
+            self.pg_ctl_start()?;
+            self.running = true;
+        }
+        Ok(())
+    }
+
     /// Stop the server (idempotent).
     pub fn stop(&mut self) {
         if self.running {

@@ -164,6 +164,7 @@ impl Shared {
                 .or(db.reserve_pool_size)
                 .unwrap_or(g.reserve_pool_size) as usize,
             reserve_timeout: g.reserve_pool_timeout,
+            login_retry: g.server_login_retry,
         };
         // one shared counter per database and per user, for max_db_connections / max_user_connections
         let db_max = db.max_db_connections.unwrap_or(g.max_db_connections) as usize;

@@ -198,3 +198,46 @@ async fn client_caps_per_database_and_user() {
         )
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_and_back_fast_fail_then_recovery() {
+    let (mut pg, seed) = postgres(100);
+    let mux = Pgmux::start(
+        &pg,
+        "server_login_retry = 1\nquery_wait_timeout = 5",
+        &[(&seed.app_user, &seed.app_password)],
+    );
+    let url = mux.url("synergyflow", &seed.app_user, &seed.app_password);
+    let c = connect(&url).await.unwrap();
+    c.simple_query("select 1").await.unwrap();
+    tokio::task::block_in_place(|| pg.stop());
+
+    // the idle server died with PostgreSQL; the next query cannot get a new one
+    let t = Instant::now();
+    let e = c.simple_query("select 1").await.unwrap_err();
+    assert!(
+        t.elapsed() < Duration::from_secs(6),
+        "client hung: {:?}",
+        t.elapsed()
+    );
+    let (code, msg) = db_error(&e);
+    assert!(!msg.is_empty(), "{code} {msg}");
+    // while logins keep failing, a new client (greeted from the cached welcome) gets the cached
+    // error at once on its first query
+    let t = Instant::now();
+    let n = connect(&url).await.unwrap();
+    let e = n.simple_query("select 1").await.unwrap_err();
+    let (_, msg) = db_error(&e);
+    assert!(
+        msg.starts_with("server login has been failing, cached error: "),
+        "{msg}"
+    );
+    assert!(msg.ends_with("(server_login_retry)"), "{msg}");
+    assert!(t.elapsed() < Duration::from_secs(2));
+
+    // PostgreSQL is back: after server_login_retry the pool recovers by itself
+    tokio::task::block_in_place(|| pg.start_again()).unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let d = connect(&url).await.unwrap();
+    assert_eq!(d.simple_query("select 1").await.unwrap().len(), 3);
+}

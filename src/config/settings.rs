@@ -143,7 +143,7 @@ pub const SETTINGS: &[Setting] = &[
     s("server_fast_close", "0", Int, false, true),
     s("server_idle_timeout", "600", Time, true, true),
     s("server_lifetime", "3600", Time, true, true),
-    s("server_login_retry", "15", Time, false, true),
+    s("server_login_retry", "15", Time, true, true),
     s("server_reset_query", "DISCARD ALL", Str, true, true),
     s("server_reset_query_always", "0", Int, false, true),
     s("server_round_robin", "0", Int, true, true),

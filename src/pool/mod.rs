@@ -37,6 +37,8 @@ pub struct PoolSettings {
     pub reset_query: Option<String>,
     pub reserve_size: usize,
     pub reserve_timeout: Duration,
+    /// server_login_retry: after a failed login, new clients fail fast for this long.
+    pub login_retry: Duration,
 }
 
 /// The ParameterStatus set a new client is greeted with, cached from the pool's first server login.
@@ -86,6 +88,8 @@ pub struct Pool {
     log_disconnections: bool,
     db_group: Arc<ConnGroup>,
     user_group: Arc<ConnGroup>,
+    /// The last failed server login (when, SQLSTATE, message), for server_login_retry.
+    last_login_error: Mutex<Option<(Instant, String, String)>>,
 }
 
 /// Why a server connection is closed (logged as `closing because: <reason> (age=Ns)`).
@@ -129,6 +133,7 @@ impl Pool {
             log_disconnections,
             db_group,
             user_group,
+            last_login_error: Mutex::new(None),
         });
         p.db_group.add_member(&p);
         p.user_group.add_member(&p);
@@ -194,6 +199,18 @@ impl Pool {
                 }
                 self.free_slot(&mut g);
                 log_close(self, &s, "server conn crashed?", self.log_disconnections);
+            }
+            // fast fail while server logins are failing (server_login_retry), as PgBouncer
+            if g.total == 0
+                && let Some((at, code, msg)) = self.last_login_error.lock().unwrap().clone()
+                && at.elapsed() < self.settings.login_retry
+            {
+                return Err(CheckoutError::Server(
+                    code,
+                    format!(
+                        "server login has been failing, cached error: {msg} (server_login_retry)"
+                    ),
+                ));
             }
             let (tx, rx) = oneshot::channel();
             g.waiters.push_back((Instant::now(), tx));
@@ -286,12 +303,15 @@ impl Pool {
                             }));
                         }
                     }
+                    *pool.last_login_error.lock().unwrap() = None;
                     pool.inner.lock().unwrap().connecting -= 1;
                     pool.give_back(conn);
                 }
                 Err(e) => {
                     tracing::warn!("{}/{}: server login failed: {}", pool.db, pool.user, e);
                     let (code, msg) = e.client_error();
+                    *pool.last_login_error.lock().unwrap() =
+                        Some((Instant::now(), code.clone(), msg.clone()));
                     let mut g = pool.inner.lock().unwrap();
                     pool.free_slot(&mut g);
                     g.connecting -= 1;
