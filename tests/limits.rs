@@ -241,3 +241,37 @@ async fn postgres_down_and_back_fast_fail_then_recovery() {
     let d = connect(&url).await.unwrap();
     assert_eq!(d.simple_query("select 1").await.unwrap().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_wait_notify_tells_queued_clients() {
+    let (pg, _seed) = postgres(100);
+    let mux = Pgmux::start(
+        &pg,
+        "auth_type = trust\ndefault_pool_size = 1\nquery_wait_notify = 1",
+        USERS,
+    );
+    let a = connect(&mux.url("postgres", "trust_user", ""))
+        .await
+        .unwrap();
+    a.batch_execute("begin; select 1").await.unwrap();
+    let conn = format!(
+        "host=127.0.0.1 port={} dbname=postgres user=trust_user",
+        mux.port
+    );
+    let psql = pg.tool("psql");
+    let waiter = std::thread::spawn(move || {
+        std::process::Command::new(psql)
+            .args(["-X", "-At", "-c", "select 7", &conn])
+            .output()
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    a.batch_execute("commit").await.unwrap();
+    let out = tokio::task::block_in_place(|| waiter.join().unwrap());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "7");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("No server connection available in postgres backend, client being queued"),
+        "{err}"
+    );
+}

@@ -67,6 +67,7 @@ pub struct Relay<'a> {
     timers: Option<Arc<ClientTimers>>,
     /// The janitor ended this client; close the server with this reason.
     kill_server: Option<&'static str>,
+    query_wait_notify: std::time::Duration,
     disable_pqexec: bool,
     started: Instant,
     xact_start: Option<Instant>,
@@ -111,6 +112,7 @@ impl<'a> Relay<'a> {
             server_broken: false,
             timers,
             kill_server: None,
+            query_wait_notify: cfg.general.query_wait_notify,
             disable_pqexec: cfg.general.disable_pqexec,
             started: Instant::now(),
             xact_start: None,
@@ -336,7 +338,7 @@ impl<'a> Relay<'a> {
             t.state.store(timers::WAITING, Relaxed);
         }
         loop {
-            let mut server = self.pool.checkout().await.map_err(checkout_error)?;
+            let mut server = self.checkout_with_notice().await.map_err(checkout_error)?;
             if let Some(sql) = self.params.sync_sql(&server.params, &self.shared.tracked) {
                 match run_simple(&mut server, &sql, &self.shared.tracked).await {
                     Ok(()) => {
@@ -377,6 +379,37 @@ impl<'a> Relay<'a> {
             self.xact_start = Some(Instant::now());
             self.server = Some(server);
             return Ok(());
+        }
+    }
+
+    /// Checkout; if the client has to wait longer than query_wait_notify, tell it once with
+    /// PgBouncer's NOTICE. The timer is armed only when the checkout did not succeed at once.
+    async fn checkout_with_notice(&mut self) -> Result<ServerConn, CheckoutError> {
+        let pool = self.pool.clone();
+        let fut = pool.checkout();
+        tokio::pin!(fut);
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
+        if let std::task::Poll::Ready(r) = first {
+            return r;
+        }
+        if self.query_wait_notify.is_zero() {
+            return fut.await;
+        }
+        tokio::select! {
+            r = &mut fut => r,
+            _ = tokio::time::sleep(self.query_wait_notify) => {
+                if self.s_out.is_empty() {
+                    let mut b = BytesMut::new();
+                    crate::protocol::backend::notice_response(
+                        &mut b,
+                        "NOTICE",
+                        "00000",
+                        "No server connection available in postgres backend, client being queued",
+                    );
+                    let _ = self.conn.write_all(&b).await;
+                }
+                fut.await
+            }
         }
     }
 

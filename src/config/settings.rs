@@ -130,7 +130,7 @@ pub const SETTINGS: &[Setting] = &[
     s("pkt_buf", "4096", Int, true, false),
     s("pool_mode", "session", Lookup(POOL_MODES), true, true),
     s("query_timeout", "0", Time, true, true),
-    s("query_wait_notify", "5", Int, false, true),
+    s("query_wait_notify", "5", Int, true, true),
     s("query_wait_timeout", "120", Time, true, true),
     s("reserve_pool_size", "0", Int, true, true),
     s("reserve_pool_timeout", "5", Time, true, true),
