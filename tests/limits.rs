@@ -275,3 +275,47 @@ async fn query_wait_notify_tells_queued_clients() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_check_query_runs_after_server_check_delay() {
+    let (pg, seed) = postgres(100);
+    pg.psql("synergyflow", "CREATE SEQUENCE pgmux_checks; GRANT USAGE, SELECT, UPDATE ON SEQUENCE pgmux_checks TO synergyflow_app")
+        .unwrap();
+    let mux = Pgmux::start(
+        &pg,
+        "server_check_delay = 0\nserver_check_query = select nextval('pgmux_checks')",
+        &[(&seed.app_user, &seed.app_password)],
+    );
+    let c = connect(&mux.url("synergyflow", &seed.app_user, &seed.app_password))
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        c.simple_query("select 1").await.unwrap();
+    }
+    let n: i64 = pg
+        .psql("synergyflow", "select last_value from pgmux_checks")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(n >= 5, "check query ran {n} times for 5 transactions");
+    // with the default delay (30 s) a busy server is not checked
+    let m = Pgmux::start(
+        &pg,
+        "server_check_query = select nextval('pgmux_checks')",
+        &[(&seed.app_user, &seed.app_password)],
+    );
+    let d = connect(&m.url("synergyflow", &seed.app_user, &seed.app_password))
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        d.simple_query("select 1").await.unwrap();
+    }
+    let n2: i64 = pg
+        .psql("synergyflow", "select last_value from pgmux_checks")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(n2, n);
+}

@@ -68,6 +68,9 @@ pub struct Relay<'a> {
     /// The janitor ended this client; close the server with this reason.
     kill_server: Option<&'static str>,
     query_wait_notify: std::time::Duration,
+    /// server_check_query (None: disabled; "<empty>" sends an empty query) and server_check_delay.
+    check_query: Option<String>,
+    check_delay: std::time::Duration,
     disable_pqexec: bool,
     started: Instant,
     xact_start: Option<Instant>,
@@ -113,6 +116,12 @@ impl<'a> Relay<'a> {
             timers,
             kill_server: None,
             query_wait_notify: cfg.general.query_wait_notify,
+            check_query: match cfg.general.server_check_query.trim() {
+                "" => None,
+                "<empty>" => Some(String::new()),
+                q => Some(q.to_string()),
+            },
+            check_delay: cfg.general.server_check_delay,
             disable_pqexec: cfg.general.disable_pqexec,
             started: Instant::now(),
             xact_start: None,
@@ -339,6 +348,16 @@ impl<'a> Relay<'a> {
         }
         loop {
             let mut server = self.checkout_with_notice().await.map_err(checkout_error)?;
+            // server_check_delay / server_check_query: test a server that sat idle too long
+            if let Some(q) = &self.check_query
+                && server.last_used.elapsed() >= self.check_delay
+                && run_simple(&mut server, q, &self.shared.tracked)
+                    .await
+                    .is_err()
+            {
+                self.pool.close_active(server, "server check failed");
+                continue;
+            }
             if let Some(sql) = self.params.sync_sql(&server.params, &self.shared.tracked) {
                 match run_simple(&mut server, &sql, &self.shared.tracked).await {
                     Ok(()) => {
