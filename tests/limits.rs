@@ -319,3 +319,49 @@ async fn server_check_query_runs_after_server_check_delay() {
         .unwrap();
     assert_eq!(n2, n);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_and_login_timeouts() {
+    let (pg, seed) = postgres(50);
+    // a server that accepts TCP and never answers
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole_port = hole.local_addr().unwrap().port();
+    let mux = Pgmux::start(
+        &pg,
+        &format!(
+            "server_connect_timeout = 1\nclient_login_timeout = 1\nauth_type = trust\n\
+             [databases]\nblackhole = host=127.0.0.1 port={hole_port} dbname=x"
+        ),
+        &[(&seed.app_user, &seed.app_password)],
+    );
+    let t = Instant::now();
+    let e = connect(&mux.url("blackhole", &seed.app_user, "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(db_error(&e), ("08P01".into(), "connect timeout".into()));
+    assert!(
+        t.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(
+        mux.log_text()
+            .contains("server login failed: connect timeout")
+    );
+
+    // a client that sends nothing after connecting is dropped after client_login_timeout
+    let t = Instant::now();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", mux.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let err = read_error(&mut s);
+    assert_eq!(
+        err,
+        Some((
+            "FATAL".into(),
+            "08P01".into(),
+            "client_login_timeout".into()
+        ))
+    );
+    assert!(t.elapsed() >= Duration::from_millis(900) && t.elapsed() < Duration::from_millis(2500));
+    drop(hole);
+}

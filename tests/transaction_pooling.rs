@@ -257,6 +257,15 @@ async fn thousand_clients_onto_fifty_servers() {
         );
     }
     assert_eq!(clients.len(), 1000);
+    // max_client_conn = 1000: the 1001st client is refused, the first 1000 keep working
+    let e = connect(&url).await.unwrap_err();
+    assert_eq!(
+        db_error(&e),
+        (
+            "08P01".into(),
+            "no more connections allowed (max_client_conn)".into()
+        )
+    );
 
     let work: Vec<_> = clients
         .iter()
