@@ -243,3 +243,42 @@ fn thousand_logins_through_auth_query_and_the_cache() {
         "expected the cache to absorb the burst, saw {cached} lookups"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_database_auth_user_and_unknown_user_mock() {
+    let (pg, seed) = postgres(100);
+    let lines = format!(
+        "auth_type = md5\nauth_unknown_user_mock = 1\n[databases]\n\
+         perdb = host=127.0.0.1 port={} dbname=synergyflow auth_user=pgmux_auth auth_dbname=postgres \
+         auth_query='SELECT usename, passwd FROM public.user_search($1)'",
+        pg.port()
+    );
+    let mux = Pgmux::start(&pg, &lines, &[(&seed.auth_user, &seed.auth_password)]);
+    // the [databases] entry's own auth_user/auth_dbname/auth_query
+    let c = connect(&mux.url("perdb", &seed.app_user, &seed.app_password))
+        .await
+        .unwrap();
+    let db: String = c
+        .query_one("select current_database()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(db, "synergyflow");
+    // a database without auth_user: the user is unknown there, the login fails
+    let e = connect(&mux.url("synergyflow", &seed.app_user, &seed.app_password))
+        .await
+        .unwrap_err();
+    assert_eq!(db_error(&e).1, "password authentication failed");
+    // auth_unknown_user_mock: an unknown user looks exactly like a wrong password
+    let wrong = connect(&mux.url("perdb", &seed.app_user, "wrong"))
+        .await
+        .unwrap_err();
+    let unknown = connect(&mux.url("perdb", "nobody_at_all", "wrong"))
+        .await
+        .unwrap_err();
+    assert_eq!(db_error(&wrong), db_error(&unknown));
+    assert_eq!(
+        db_error(&unknown),
+        ("08P01".into(), "SASL authentication failed".into())
+    );
+}

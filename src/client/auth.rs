@@ -65,12 +65,25 @@ pub async fn authenticate(
         && let Some((name, d)) = db
         && lookup::auth_user_for(&cfg, d).is_some()
     {
-        let (found, cached) = lookup::lookup(shared, &cfg, name, d, user).await?;
-        src.cached = cached;
-        known = true;
-        if let lookup::Found::Secret(s) = found {
-            stored = Some(Secret::parse(&s));
-            looked_up = Some(s);
+        match lookup::lookup(shared, &cfg, name, d, user).await {
+            Ok((found, cached)) => {
+                src.cached = cached;
+                known = true;
+                if let lookup::Found::Secret(s) = found {
+                    stored = Some(Secret::parse(&s));
+                    looked_up = Some(s);
+                }
+            }
+            // pgmux option: answer unknown users with a mock SCRAM exchange, as PostgreSQL does,
+            // instead of PgBouncer's revealing `no such user`
+            Err(ClientError::Fatal { message, .. })
+                if message == "no such user" && g.auth_unknown_user_mock =>
+            {
+                if matches!(method, AuthType::Md5 | AuthType::ScramSha256) {
+                    method = AuthType::ScramSha256;
+                }
+            }
+            Err(e) => return Err(e),
         }
     }
     if method == AuthType::Md5 && matches!(stored, Some(Secret::Scram(_))) {

@@ -79,6 +79,8 @@ pub const SETTINGS: &[Setting] = &[
     ),
     // pgmux extension (not in PgBouncer): cache auth_query results for this many seconds; 0 = off
     s("auth_query_cache_ttl", "0", Time, true, true),
+    // pgmux extension: unknown users (auth_query found no row) get a mock SCRAM exchange, not `no such user`
+    s("auth_unknown_user_mock", "0", Int, true, true),
     s("auth_type", "md5", Lookup(AUTH_TYPES), true, true),
     s("auth_user", "", Str, true, true),
     s("autodb_idle_timeout", "3600", Time, false, true),
@@ -301,6 +303,7 @@ pub struct General {
     pub auth_query: String,
     pub auth_dbname: Option<String>,
     pub auth_query_cache_ttl: Duration,
+    pub auth_unknown_user_mock: bool,
     pub pool_mode: PoolMode,
     pub max_client_conn: u32,
     pub default_pool_size: u32,
@@ -384,6 +387,7 @@ impl Default for General {
             auth_query: String::new(),
             auth_dbname: None,
             auth_query_cache_ttl: Duration::ZERO,
+            auth_unknown_user_mock: false,
             pool_mode: PoolMode::Session,
             max_client_conn: 0,
             default_pool_size: 0,
@@ -486,6 +490,7 @@ impl General {
             "auth_query" => self.auth_query = v.trim().to_string(),
             "auth_dbname" => self.auth_dbname = opt_str(v),
             "auth_query_cache_ttl" => self.auth_query_cache_ttl = parse_time(v)?,
+            "auth_unknown_user_mock" => self.auth_unknown_user_mock = parse_bool(v)?,
             "pool_mode" => self.pool_mode = parse_pool_mode(v)?,
             "max_client_conn" => self.max_client_conn = parse_u32(v)?,
             "default_pool_size" => self.default_pool_size = parse_u32(v)?,
