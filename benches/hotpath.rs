@@ -89,7 +89,7 @@ fn pool(c: &mut Criterion) {
             size: 50,
             min_size: 0,
             mode: Mode::Transaction,
-            server_lifetime: Duration::ZERO,
+            server_lifetime: Duration::from_secs(3600),
             server_idle_timeout: Duration::ZERO,
             query_wait_timeout: Duration::from_secs(5),
             round_robin: false,

@@ -365,3 +365,20 @@ async fn connect_and_login_timeouts() {
     assert!(t.elapsed() >= Duration::from_millis(900) && t.elapsed() < Duration::from_millis(2500));
     drop(hole);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_lifetime_zero_means_use_once() {
+    let (pg, _seed) = postgres(50);
+    let mux = Pgmux::start(&pg, "auth_type = trust\nserver_lifetime = 0", USERS);
+    let c = connect(&mux.url("postgres", "trust_user", ""))
+        .await
+        .unwrap();
+    let mut pids = std::collections::HashSet::new();
+    for _ in 0..3 {
+        let r = c.simple_query("select pg_backend_pid()").await.unwrap();
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = &r[1] {
+            pids.insert(row.get(0).unwrap().to_string());
+        }
+    }
+    assert_eq!(pids.len(), 3, "each transaction should get a fresh server");
+}

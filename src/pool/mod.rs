@@ -88,6 +88,8 @@ pub struct Pool {
     log_disconnections: bool,
     db_group: Arc<ConnGroup>,
     user_group: Arc<ConnGroup>,
+    /// When a server was last closed for server_lifetime (ms, timers::now_ms), to spread them out.
+    last_lifetime_close: std::sync::atomic::AtomicU64,
     /// The last failed server login (when, SQLSTATE, message), for server_login_retry.
     last_login_error: Mutex<Option<(Instant, String, String)>>,
 }
@@ -134,6 +136,7 @@ impl Pool {
             db_group,
             user_group,
             last_login_error: Mutex::new(None),
+            last_lifetime_close: std::sync::atomic::AtomicU64::new(0),
         });
         p.db_group.add_member(&p);
         p.user_group.add_member(&p);
@@ -333,12 +336,35 @@ impl Pool {
             self.close(server, "client disconnect while server was not ready");
             return;
         }
-        if !self.settings.server_lifetime.is_zero() && server.age() >= self.settings.server_lifetime
-        {
+        if self.life_over(&server) {
             self.close(server, "server lifetime over");
             return;
         }
         self.give_back(server);
+    }
+
+    /// PgBouncer's life_over: past server_lifetime (0 = use once), and lifetime closes are spread
+    /// out, at most one per server_lifetime / pool_size, so a pool is not reconnected all at once.
+    fn life_over(&self, s: &ServerConn) -> bool {
+        let life = self.settings.server_lifetime;
+        if s.age() < life {
+            return false;
+        }
+        let gap = if self.settings.size > 0 && self.settings.size != usize::MAX {
+            life / self.settings.size as u32
+        } else {
+            Duration::ZERO
+        };
+        let now = crate::client::timers::now_ms();
+        let last = self
+            .last_lifetime_close
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < gap.as_millis() as u64 {
+            return false;
+        }
+        self.last_lifetime_close
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+        true
     }
 
     /// Close a server that is not lent to anyone, and let waiting clients (here or in pools
@@ -423,7 +449,7 @@ impl Pool {
                 let s = &g.idle[i];
                 let reason = if !s.is_healthy() {
                     Some("server conn crashed?")
-                } else if !life.is_zero() && s.age() >= life {
+                } else if !life.is_zero() && self.life_over(s) {
                     Some("server lifetime over")
                 } else if !idle_to.is_zero()
                     && now.duration_since(s.last_used) >= idle_to
