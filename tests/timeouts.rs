@@ -124,3 +124,25 @@ async fn transaction_timeout_ends_long_transactions() {
         d.simple_query("select pg_sleep(0.5)").await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_timeout_also_bounds_the_wait_for_a_server() {
+    let (pg, seed) = postgres(100);
+    let mux = Pgmux::start(
+        &pg,
+        "default_pool_size = 1\nquery_timeout = 1\nquery_wait_timeout = 10",
+        &[(&seed.app_user, &seed.app_password)],
+    );
+    let url = mux.url("synergyflow", &seed.app_user, &seed.app_password);
+    let a = connect(&url).await.unwrap();
+    a.batch_execute("begin").await.unwrap();
+    let b = connect(&url).await.unwrap();
+    let t = Instant::now();
+    let e = b.simple_query("select 1").await.unwrap_err();
+    assert_eq!(db_error(&e), ("08P01".into(), "query_timeout".into()));
+    assert!(
+        t.elapsed() < Duration::from_millis(2400),
+        "{:?}",
+        t.elapsed()
+    );
+}

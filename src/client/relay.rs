@@ -30,6 +30,7 @@ const SERVER_CHUNK: usize = 8192;
 pub fn checkout_error(e: CheckoutError) -> ClientError {
     match e {
         CheckoutError::WaitTimeout => ClientError::fatal("query_wait_timeout"),
+        CheckoutError::QueryTimeout => ClientError::fatal("query_timeout"),
         CheckoutError::Server(code, msg) => ClientError::Fatal {
             sqlstate: code,
             message: msg,
@@ -411,24 +412,41 @@ impl<'a> Relay<'a> {
         if let std::task::Poll::Ready(r) = first {
             return r;
         }
-        if self.query_wait_notify.is_zero() {
-            return fut.await;
+        // query_timeout also bounds the wait for a server: PgBouncer's `query_timeout` (underscore)
+        let qt = self
+            .timers
+            .as_ref()
+            .map(|t| t.limits.query_timeout)
+            .unwrap_or(0);
+        let waited = async {
+            if qt == 0 {
+                std::future::pending::<()>().await
+            } else {
+                tokio::time::sleep(std::time::Duration::from_millis(qt)).await
+            }
+        };
+        tokio::pin!(waited);
+        if !self.query_wait_notify.is_zero() {
+            tokio::select! {
+                r = &mut fut => return r,
+                _ = &mut waited => return Err(CheckoutError::QueryTimeout),
+                _ = tokio::time::sleep(self.query_wait_notify) => {
+                    if self.s_out.is_empty() {
+                        let mut b = BytesMut::new();
+                        crate::protocol::backend::notice_response(
+                            &mut b,
+                            "NOTICE",
+                            "00000",
+                            "No server connection available in postgres backend, client being queued",
+                        );
+                        let _ = self.conn.write_all(&b).await;
+                    }
+                }
+            }
         }
         tokio::select! {
             r = &mut fut => r,
-            _ = tokio::time::sleep(self.query_wait_notify) => {
-                if self.s_out.is_empty() {
-                    let mut b = BytesMut::new();
-                    crate::protocol::backend::notice_response(
-                        &mut b,
-                        "NOTICE",
-                        "00000",
-                        "No server connection available in postgres backend, client being queued",
-                    );
-                    let _ = self.conn.write_all(&b).await;
-                }
-                fut.await
-            }
+            _ = &mut waited => Err(CheckoutError::QueryTimeout),
         }
     }
 

@@ -51,7 +51,8 @@ pub struct UserConfig {
     pub client_idle_timeout: Option<Duration>,
 }
 
-/// Split a libpq-style `key=value key='quoted value'` string. `''` inside quotes is a quote.
+/// Split a libpq-style `key=value key='quoted value'` string. `''` inside quotes is a quote;
+/// a backslash is kept as is (PgBouncer's loader does the same).
 pub fn split_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     let b = s.as_bytes();
@@ -97,9 +98,7 @@ pub fn split_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
                     i += 1;
                     break;
                 }
-                if b[i] == b'\\' && i + 1 < b.len() {
-                    i += 1;
-                }
+                // as in PgBouncer, a backslash is an ordinary character; only '' escapes a quote
                 let ch = s[i..].chars().next().unwrap();
                 val.push(ch);
                 i += ch.len_utf8();
@@ -240,6 +239,8 @@ mod tests {
         assert!(parse_database("x", "port=abc").is_err());
         assert!(parse_database("x", "dbname='open").is_err());
         assert!(parse_database("x", "host").is_err());
+        let b = parse_database("x", r"password='a\b'").unwrap();
+        assert_eq!(b.password.as_deref(), Some(r"a\b"));
         let u = parse_user(
             "bob",
             "pool_mode=transaction max_user_connections=3 query_timeout=2.5",
