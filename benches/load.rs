@@ -53,6 +53,15 @@ fn raise_nofile() {
     }
 }
 
+/// User+system CPU seconds of all waited-for children (pgbench runs) so far.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage fills a zeroed struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 /// (user+system CPU seconds, peak RSS in KiB) of a process.
 fn proc_usage(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -89,6 +98,8 @@ struct RunResult {
     avg_ms: f64,
     p99_ms: f64,
     cpu_per_10k: Option<f64>,
+    /// pgbench's own CPU (user+sys of the finished child) per 10k transactions.
+    client_cpu_per_10k: Option<f64>,
     rss_mib: Option<f64>,
     note: String,
 }
@@ -110,6 +121,7 @@ fn run_pgbench(
     let _ = std::fs::remove_dir_all(logdir);
     std::fs::create_dir_all(logdir).unwrap();
     let before = t.pid.map(proc_usage);
+    let children_before = children_cpu();
     let out = Command::new(pg.tool("pgbench"))
         .current_dir(logdir)
         .args([
@@ -139,6 +151,7 @@ fn run_pgbench(
         .output()
         .expect("run pgbench");
     let after = t.pid.map(proc_usage);
+    let client_cpu = children_cpu() - children_before;
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let tps: f64 = field(&stdout, "tps =")
@@ -191,6 +204,7 @@ fn run_pgbench(
         avg_ms,
         p99_ms,
         cpu_per_10k,
+        client_cpu_per_10k: (processed > 0.0).then(|| client_cpu / processed * 10_000.0),
         rss_mib: after.map(|a| a.1 as f64 / 1024.0),
         note,
     }
@@ -457,7 +471,7 @@ fn main() {
             let failed = rs.iter().find(|r| !r.ok).unwrap();
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | failed in {} of {} rounds: {} | | | | |",
+                "| {} | {} | {} | failed in {} of {} rounds: {} | | | | | |",
                 t.name,
                 modes[*mi],
                 t.clients,
@@ -473,7 +487,7 @@ fn main() {
         let rss = ok.iter().filter_map(|r| r.rss_mib).fold(0.0f64, f64::max);
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.3} | {} |",
             t.name,
             modes[*mi],
             t.clients,
@@ -485,6 +499,7 @@ fn main() {
             } else {
                 format!("{:.3}", median(cpu))
             },
+            median(ok.iter().filter_map(|r| r.client_cpu_per_10k).collect()),
             if t.pid.is_some() {
                 format!("{rss:.1}")
             } else {
