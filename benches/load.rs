@@ -39,20 +39,6 @@ fn wait_port(port: u16) -> bool {
     false
 }
 
-fn raise_nofile() {
-    // SAFETY: plain getrlimit/setrlimit on a valid struct.
-    unsafe {
-        let mut rl = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
-            rl.rlim_cur = rl.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
-        }
-    }
-}
-
 /// User+system CPU seconds of all waited-for children (pgbench runs) so far.
 fn children_cpu() -> f64 {
     // SAFETY: getrusage fills a zeroed struct.
@@ -262,7 +248,7 @@ fn main() {
     let quick = std::env::var("LOAD_QUICK").is_ok_and(|v| v == "1");
     let rounds = if quick { 1 } else { env_u32("LOAD_ROUNDS", 3) };
     let secs = if quick { 10 } else { env_u32("LOAD_SECS", 15) };
-    raise_nofile();
+    pgmux::app::raise_fd_limit();
 
     eprintln!("starting PostgreSQL ...");
     let pg = TempPostgres::start(&PgOptions {
