@@ -445,9 +445,9 @@ fn main() {
     );
     let _ = writeln!(
         md,
-        "| target | protocol | clients | TPS | avg ms | p99 ms | CPU s / 10k xact | peak RSS MiB |"
+        "| target | protocol | clients | TPS | avg ms | p99 ms | pooler CPU s / 10k xact | pgbench CPU s / 10k xact | peak RSS MiB |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
     let mut tps_of: BTreeMap<(usize, usize), f64> = BTreeMap::new();
     for ((mi, ti), rs) in &results {
         let t = &targets[*ti];

@@ -282,3 +282,57 @@ async fn per_database_auth_user_and_unknown_user_mock() {
         ("08P01".into(), "SASL authentication failed".into())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_with_the_lookup_cache_on() {
+    let (pg, seed) = postgres(100);
+    let mux = Pgmux::start(
+        &pg,
+        &format!("{AUTH}auth_query_cache_ttl = 300"),
+        &[(&seed.auth_user, &seed.auth_password)],
+    );
+    // md5: a login that fails against the cached secret is re-checked at once against a fresh lookup
+    let m = connect(&mux.url("postgres", "md5_user", "md5-password"))
+        .await
+        .unwrap();
+    drop(m);
+    pg.psql(
+        "postgres",
+        "SET password_encryption = 'md5'; ALTER ROLE md5_user PASSWORD 'md5-rotated'",
+    )
+    .unwrap();
+    let m = connect(&mux.url("postgres", "md5_user", "md5-rotated"))
+        .await
+        .unwrap();
+    assert_eq!(
+        m.query_one("select 1", &[]).await.unwrap().get::<_, i32>(0),
+        1
+    );
+    let e = connect(&mux.url("postgres", "md5_user", "md5-password"))
+        .await
+        .unwrap_err();
+    assert_eq!(db_error(&e).1, "password authentication failed");
+    // SCRAM: the failed exchange drops the cached verifier, so the retry uses the new one
+    let url = |pw: &str| mux.url("synergyflow", &seed.app_user, pw);
+    connect(&url(&seed.app_password)).await.unwrap();
+    pg.psql(
+        "postgres",
+        "ALTER ROLE synergyflow_app PASSWORD 'scram-rotated'",
+    )
+    .unwrap();
+    // the first attempt still meets the cached verifier (a SCRAM proof cannot be re-checked
+    // against a verifier with another salt), and drops it...
+    let first = connect(&url("scram-rotated")).await.unwrap_err();
+    assert_eq!(db_error(&first).1, "SASL authentication failed");
+    // ...so the next attempt uses the fresh one
+    let ok = connect(&url("scram-rotated")).await.unwrap();
+    assert_eq!(
+        ok.query_one("select 2", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        2
+    );
+    let e = connect(&url(&seed.app_password)).await.unwrap_err();
+    assert_eq!(db_error(&e).1, "SASL authentication failed");
+}
