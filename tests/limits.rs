@@ -382,3 +382,77 @@ async fn server_lifetime_zero_means_use_once() {
     }
     assert_eq!(pids.len(), 3, "each transaction should get a fresh server");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_user_connections_and_per_user_pool_size() {
+    let (pg, _seed) = postgres(100);
+    let mux = Pgmux::start(
+        &pg,
+        "auth_type = trust\ndefault_pool_size = 5\nquery_wait_timeout = 1\n\
+         [users]\ntrust_user = max_user_connections=1\nmd5_user = pool_size=1",
+        USERS,
+    );
+    // max_user_connections: trust_user's second database cannot get a server while the first holds one
+    let a = connect(&mux.url("postgres", "trust_user", ""))
+        .await
+        .unwrap();
+    a.batch_execute("begin; select 1").await.unwrap();
+    let t = Instant::now();
+    // the new pool has no server yet, so even the login waits for one
+    let e = match connect(&mux.url("aliasdb", "trust_user", "")).await {
+        Err(e) => e,
+        Ok(b) => b.simple_query("select 1").await.unwrap_err(),
+    };
+    assert_eq!(db_error(&e), ("08P01".into(), "query_wait_timeout".into()));
+    assert!(t.elapsed() < Duration::from_millis(2400));
+    assert_eq!(count(&pg, "'trust_user'"), 1);
+    a.batch_execute("commit").await.unwrap();
+    // per-user pool_size = 1
+    let m1 = connect(&mux.url("postgres", "md5_user", "")).await.unwrap();
+    m1.batch_execute("begin; select 1").await.unwrap();
+    let m2 = connect(&mux.url("postgres", "md5_user", "")).await.unwrap();
+    let e = m2.simple_query("select 1").await.unwrap_err();
+    assert_eq!(db_error(&e).1, "query_wait_timeout");
+    assert_eq!(count(&pg, "'md5_user'"), 1);
+    m1.batch_execute("commit").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_mid_transaction_only_affects_its_client() {
+    let (pg, seed) = postgres(100);
+    let mux = Pgmux::start(
+        &pg,
+        "default_pool_size = 4",
+        &[(&seed.app_user, &seed.app_password)],
+    );
+    let url = mux.url("synergyflow", &seed.app_user, &seed.app_password);
+    let victim = connect(&url).await.unwrap();
+    let other = connect(&url).await.unwrap();
+    victim.batch_execute("begin").await.unwrap();
+    let pid: i32 = victim
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    other.batch_execute("begin").await.unwrap();
+    tokio::task::block_in_place(|| {
+        pg.psql("postgres", &format!("select pg_terminate_backend({pid})"))
+            .unwrap()
+    });
+    let e = victim.simple_query("select 1").await.unwrap_err();
+    let (code, msg) = db_error(&e);
+    assert!(
+        code == "57P01" || msg.contains("server conn crashed?") || msg.contains("closed"),
+        "{code} {msg}"
+    );
+    // the other client's transaction is untouched, and new clients are served
+    assert_eq!(other.simple_query("select 1").await.unwrap().len(), 3);
+    other.batch_execute("commit").await.unwrap();
+    let n = connect(&url).await.unwrap();
+    assert_eq!(n.simple_query("select 1").await.unwrap().len(), 3);
+    // a server terminated while idle is replaced without any client seeing an error
+    let pids = pg.psql("postgres", "select pg_terminate_backend(pid) from pg_stat_activity where usename = 'synergyflow_app'").unwrap();
+    assert!(!pids.trim().is_empty());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(n.simple_query("select 1").await.unwrap().len(), 3);
+}
