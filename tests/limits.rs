@@ -456,3 +456,33 @@ async fn server_killed_mid_transaction_only_affects_its_client() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(n.simple_query("select 1").await.unwrap().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_login_timeout_covers_the_auth_exchange() {
+    use std::io::Write;
+    let (pg, seed) = postgres(50);
+    let mux = Pgmux::start(
+        &pg,
+        "client_login_timeout = 1",
+        &[(&seed.app_user, &seed.app_password)],
+    );
+    // a client that sends its startup packet and then never answers the SCRAM request
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", mux.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut body = 196608u32.to_be_bytes().to_vec();
+    body.extend_from_slice(b"user\0synergyflow_app\0database\0synergyflow\0\0");
+    let mut pkt = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    pkt.extend(body);
+    s.write_all(&pkt).unwrap();
+    let t = Instant::now();
+    assert!(read_error(&mut s).is_none(), "expected the SASL request");
+    assert_eq!(
+        read_error(&mut s),
+        Some((
+            "FATAL".into(),
+            "08P01".into(),
+            "client_login_timeout".into()
+        ))
+    );
+    assert!(t.elapsed() < Duration::from_millis(2500));
+}

@@ -159,10 +159,12 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
             }
         }
     };
+    // client_login_timeout covers the startup packet and the whole authentication exchange
+    let login_deadline = tokio::time::Instant::now() + g.client_login_timeout;
     let params = if g.client_login_timeout.is_zero() {
         login.await?
     } else {
-        match tokio::time::timeout(g.client_login_timeout, login).await {
+        match tokio::time::timeout_at(login_deadline, login).await {
             Ok(r) => r?,
             Err(_) => return Err(ClientError::fatal("client_login_timeout")),
         }
@@ -196,14 +198,21 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
     }
     let db = cfg.database(&info.database).cloned();
     let forced = db.as_ref().is_some_and(|d| d.user.is_some());
-    let outcome = auth::authenticate(
+    let auth = auth::authenticate(
         conn,
         shared,
         &info.user,
         &info.database,
         db.as_ref().map(|d| (info.database.as_str(), d)),
-    )
-    .await?;
+    );
+    let outcome = if g.client_login_timeout.is_zero() {
+        auth.await?
+    } else {
+        match tokio::time::timeout_at(login_deadline, auth).await {
+            Ok(r) => r?,
+            Err(_) => return Err(ClientError::fatal("client_login_timeout")),
+        }
+    };
     let Some(db) = db else {
         return Err(ClientError::fatal(format!(
             "no such database: {}",
