@@ -123,6 +123,7 @@ fn pool(c: &mut Criterion) {
                 params: tracked.empty_set(),
                 created: now,
                 last_used: now,
+                epoch: 0,
             });
         }
         std::mem::forget(peers); // keep the other ends open for the whole run

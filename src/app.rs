@@ -3,7 +3,7 @@
 use crate::config::hba::Hba;
 use crate::config::{Config, UserList};
 use crate::listener;
-use crate::state::Shared;
+use crate::state::{Control, Shared};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -103,6 +103,7 @@ pub async fn serve(cfg: Config, ready: impl FnOnce()) -> Result<(), AppError> {
 
 async fn janitor(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(333));
+    let mut last_stats = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         for p in shared.pools.iter() {
@@ -112,7 +113,24 @@ async fn janitor(shared: Arc<Shared>) {
         for t in shared.timers.iter() {
             t.value().check(now);
         }
+        let cfg = shared.config();
+        let period = cfg.general.stats_period.max(Duration::from_secs(1));
+        if last_stats.elapsed() >= period {
+            last_stats = tokio::time::Instant::now();
+            let (_, avg) = shared.periods.rotate(&shared);
+            if cfg.general.log_stats {
+                tracing::info!("{}", crate::stats::log_line(&avg));
+            }
+        }
     }
+}
+
+/// How the process is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Now,
+    WaitForServers,
+    WaitForClients,
 }
 
 async fn signals(shared: Arc<Shared>) -> Result<(), AppError> {
@@ -120,62 +138,108 @@ async fn signals(shared: Arc<Shared>) -> Result<(), AppError> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut quit = signal(SignalKind::quit())?;
-    let mut draining = false;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    let mut control = shared.take_control().expect("control channel taken once");
+    let mut draining: Option<Stop> = None;
     loop {
-        let wait_clients = async {
+        let drained = async {
             loop {
-                if draining && shared.clients.load(Ordering::Relaxed) == 0 {
-                    return;
+                match draining {
+                    Some(Stop::WaitForClients) if shared.clients.load(Ordering::Relaxed) == 0 => {
+                        return;
+                    }
+                    Some(Stop::WaitForServers) if servers_released(&shared) => return,
+                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         };
-        tokio::select! {
-            _ = hup.recv() => reload(&shared),
+        let req = tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("got SIGHUP, re-reading config");
+                if let Err(e) = crate::reload::reload(&shared) {
+                    tracing::error!("RELOAD failed, keeping the old configuration: {e}");
+                }
+                continue;
+            }
+            _ = usr1.recv() => {
+                tracing::info!("got SIGUSR1, pausing all activity");
+                let _ = shared.pause.set_global(crate::pool::pause::PAUSED);
+                continue;
+            }
+            _ = usr2.recv() => {
+                if draining.is_none() {
+                    tracing::info!("got SIGUSR2, continuing");
+                    let _ = shared.pause.resume_all();
+                }
+                continue;
+            }
             _ = quit.recv() => {
                 tracing::info!("got SIGQUIT, fast exit");
-                break;
+                Stop::Now
             }
             _ = term.recv() => {
-                if draining { tracing::info!("got SIGTERM while shutting down, fast exit"); break; }
-                tracing::info!("got SIGTERM, shutting down, waiting for all clients to disconnect");
-                start_drain(&shared);
-                draining = true;
+                if draining.is_some() {
+                    tracing::info!("got SIGTERM while shutting down, fast exit");
+                    Stop::Now
+                } else {
+                    tracing::info!("got SIGTERM, shutting down, waiting for all clients to disconnect");
+                    Stop::WaitForClients
+                }
             }
             _ = int.recv() => {
-                if draining { tracing::info!("got SIGINT while shutting down, fast exit"); break; }
-                tracing::info!("got SIGINT, shutting down, waiting for all clients to disconnect");
-                start_drain(&shared);
-                draining = true;
+                if draining.is_some() {
+                    tracing::info!("got SIGINT while shutting down, fast exit");
+                    Stop::Now
+                } else {
+                    tracing::info!("got SIGINT, shutting down, waiting for all servers connections to be released");
+                    Stop::WaitForServers
+                }
             }
-            _ = wait_clients => break,
+            Some(c) = control.recv() => match c {
+                Control::ShutdownNow => Stop::Now,
+                Control::ShutdownWaitForServers => Stop::WaitForServers,
+                Control::ShutdownWaitForClients => Stop::WaitForClients,
+            },
+            _ = drained => break,
+        };
+        match req {
+            Stop::Now => break,
+            other => {
+                start_drain(&shared, other);
+                draining = Some(other);
+            }
         }
+    }
+    // clients still connected are told why before the process goes
+    for t in shared.timers.iter() {
+        t.value().kill(crate::client::timers::Kill::ShuttingDown);
     }
     for p in shared.pools.iter() {
         p.value().close_idle("shutting down");
     }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let g = &shared.config().general;
+    if !g.unix_socket_dir.is_empty() {
+        let _ = std::fs::remove_file(format!("{}/.s.PGSQL.{}", g.unix_socket_dir, g.listen_port));
+    }
     Ok(())
 }
 
-fn start_drain(shared: &Shared) {
-    shared.shutting_down.store(true, Ordering::Relaxed);
-    shared.shutdown.notify_waiters();
+/// No server is lent to a client or logging in.
+fn servers_released(shared: &Shared) -> bool {
+    shared.pools.iter().all(|p| {
+        let c = p.value().pool_counts();
+        c.active == 0 && c.connecting == 0
+    })
 }
 
-/// SIGHUP: re-read the userlist (settings reload arrives with the admin-console issue).
-fn reload(shared: &Shared) {
-    let cfg = shared.config();
-    match Config::load(&cfg.file).and_then(|c| load_userlist(&c)) {
-        Ok(u) => {
-            tracing::info!(
-                "got SIGHUP, re-read auth_file ({} users) and auth_hba_file",
-                u.len()
-            );
-            shared.set_userlist(u);
-            if let Ok(c) = Config::load(&cfg.file) {
-                shared.set_hba(load_hba(&c));
-            }
-        }
-        Err(e) => tracing::error!("RELOAD failed, keeping the old configuration: {e}"),
-    }
+fn start_drain(shared: &Shared, how: Stop) {
+    let mode = match how {
+        Stop::WaitForServers => crate::state::SHUTDOWN_WAIT_FOR_SERVERS,
+        _ => crate::state::SHUTDOWN_WAIT_FOR_CLIENTS,
+    };
+    shared.shutdown_mode.store(mode, Ordering::Relaxed);
+    shared.shutting_down.store(true, Ordering::Relaxed);
+    shared.shutdown.notify_waiters();
 }

@@ -1,5 +1,6 @@
 //! pgmux: a PgBouncer-compatible PostgreSQL connection pooler (library crate; `main.rs` is a thin CLI).
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod cancel;
@@ -13,5 +14,7 @@ pub mod logging;
 pub mod params;
 pub mod pool;
 pub mod protocol;
+pub mod reload;
 pub mod server;
 pub mod state;
+pub mod stats;

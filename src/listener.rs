@@ -115,14 +115,17 @@ fn set_v6only(sock: &TcpSocket) -> std::io::Result<()> {
 }
 
 /// Accept until shutdown starts; each connection gets its own task.
+/// During shutdown TCP listeners close; the unix socket stays open for the admin console
+/// (other logins there get `server shutting down`), as PgBouncer does.
 pub async fn serve(listener: Listener, shared: Arc<Shared>) {
+    let tcp = matches!(listener, Listener::Tcp(_));
     loop {
-        if shared.shutting_down.load(Ordering::Relaxed) {
+        if tcp && shared.shutting_down.load(Ordering::Relaxed) {
             break;
         }
         let accepted = tokio::select! {
             r = accept(&listener) => r,
-            _ = shared.shutdown.notified() => break,
+            _ = shared.shutdown.notified(), if tcp => break,
         };
         match accepted {
             Ok((stream, peer)) => {

@@ -39,12 +39,44 @@ pub struct Shared {
     pub timers: DashMap<u64, Arc<crate::client::timers::ClientTimers>>,
     /// Random per-process seed for mock SCRAM secrets of unknown users.
     pub mock_seed: [u8; 16],
+    /// PAUSE / SUSPEND / DISABLE state.
+    pub pause: crate::pool::pause::PauseState,
+    /// SHUTDOWN mode: 0 running, SHUTDOWN_WAIT_FOR_SERVERS, SHUTDOWN_WAIT_FOR_CLIENTS.
+    pub shutdown_mode: std::sync::atomic::AtomicU8,
+    /// stats_period snapshots behind the avg_* columns.
+    pub periods: crate::stats::Periods,
+    /// Requests from the admin console to the main loop (SHUTDOWN).
+    pub control: tokio::sync::mpsc::Sender<Control>,
+    control_rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Control>>>,
+    /// Listening sockets are bound and accepting.
+    pub listening: AtomicBool,
+    /// Connected admin-console sessions.
+    pub admin_clients: AtomicUsize,
+}
+
+pub const SHUTDOWN_WAIT_FOR_SERVERS: u8 = 1;
+pub const SHUTDOWN_WAIT_FOR_CLIENTS: u8 = 2;
+
+/// What the admin console asks the main loop to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    ShutdownNow,
+    ShutdownWaitForServers,
+    ShutdownWaitForClients,
 }
 
 impl Shared {
     pub fn new(config: Config, userlist: UserList, hba: Hba) -> Arc<Shared> {
         let tracked = Arc::new(Tracked::new(&config.general.track_extra_parameters));
+        let (control, control_rx) = tokio::sync::mpsc::channel(8);
         Arc::new(Shared {
+            pause: Default::default(),
+            shutdown_mode: Default::default(),
+            periods: Default::default(),
+            control,
+            control_rx: std::sync::Mutex::new(Some(control_rx)),
+            listening: AtomicBool::new(false),
+            admin_clients: AtomicUsize::new(0),
             config: RwLock::new(Arc::new(config)),
             userlist: RwLock::new(Arc::new(userlist)),
             hba: RwLock::new(Arc::new(hba)),
@@ -67,6 +99,15 @@ impl Shared {
                 s
             },
         })
+    }
+
+    /// The receiving end of `control`, taken once by the main loop.
+    pub fn take_control(&self) -> Option<tokio::sync::mpsc::Receiver<Control>> {
+        self.control_rx.lock().unwrap().take()
+    }
+
+    pub fn set_config(&self, c: Config) {
+        *self.config.write().unwrap() = Arc::new(c);
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -100,10 +141,56 @@ impl Shared {
         let cfg = self.config();
         let g = &cfg.general;
         let ucfg = cfg.users.get(&pool_user);
+        let (target, settings) = self.resolve(&cfg, db_name, db, &pool_user);
+        // one shared counter per database and per user, for max_db_connections / max_user_connections
+        let db_max = db.max_db_connections.unwrap_or(g.max_db_connections) as usize;
+        let db_group = self
+            .db_groups
+            .entry(db_name.to_string())
+            .or_insert_with(|| ConnGroup::new(db_max))
+            .clone();
+        let user_max = ucfg
+            .and_then(|u| u.max_user_connections)
+            .unwrap_or(g.max_user_connections) as usize;
+        let user_group = self
+            .user_groups
+            .entry(pool_user.clone())
+            .or_insert_with(|| ConnGroup::new(user_max))
+            .clone();
+        // the pool map's entry lock makes creation race-free: a loser's pool is never registered
+        match self.pools.entry(key) {
+            dashmap::Entry::Occupied(e) => e.get().clone(),
+            dashmap::Entry::Vacant(v) => {
+                let pool = Pool::new(
+                    db_name.to_string(),
+                    pool_user,
+                    target,
+                    settings,
+                    self.tracked.clone(),
+                    g.log_disconnections,
+                    db_group,
+                    user_group,
+                );
+                v.insert(pool.clone());
+                pool
+            }
+        }
+    }
+
+    /// Where a pool connects and its limits, from [pgbouncer], [databases] and [users].
+    pub fn resolve(
+        &self,
+        cfg: &Config,
+        db_name: &str,
+        db: &DatabaseConfig,
+        pool_user: &str,
+    ) -> (ServerTarget, PoolSettings) {
+        let g = &cfg.general;
+        let ucfg = cfg.users.get(pool_user);
         let password = db
             .password
             .clone()
-            .or_else(|| self.userlist().get(&pool_user).map(str::to_string));
+            .or_else(|| self.userlist().get(pool_user).map(str::to_string));
         let mut startup = Vec::new();
         for (k, v) in [
             ("client_encoding", &db.client_encoding),
@@ -124,7 +211,7 @@ impl Shared {
                 g.unix_socket_dir.clone()
             },
             dbname: db.dbname.clone().unwrap_or_else(|| db_name.to_string()),
-            user: pool_user.clone(),
+            user: pool_user.to_string(),
             password: std::sync::RwLock::new(password),
             startup,
             connect_query: db.connect_query.clone(),
@@ -166,38 +253,6 @@ impl Shared {
             reserve_timeout: g.reserve_pool_timeout,
             login_retry: g.server_login_retry,
         };
-        // one shared counter per database and per user, for max_db_connections / max_user_connections
-        let db_max = db.max_db_connections.unwrap_or(g.max_db_connections) as usize;
-        let db_group = self
-            .db_groups
-            .entry(db_name.to_string())
-            .or_insert_with(|| ConnGroup::new(db_max))
-            .clone();
-        let user_max = ucfg
-            .and_then(|u| u.max_user_connections)
-            .unwrap_or(g.max_user_connections) as usize;
-        let user_group = self
-            .user_groups
-            .entry(pool_user.clone())
-            .or_insert_with(|| ConnGroup::new(user_max))
-            .clone();
-        // the pool map's entry lock makes creation race-free: a loser's pool is never registered
-        match self.pools.entry(key) {
-            dashmap::Entry::Occupied(e) => e.get().clone(),
-            dashmap::Entry::Vacant(v) => {
-                let pool = Pool::new(
-                    db_name.to_string(),
-                    pool_user,
-                    target,
-                    settings,
-                    self.tracked.clone(),
-                    g.log_disconnections,
-                    db_group,
-                    user_group,
-                );
-                v.insert(pool.clone());
-                pool
-            }
-        }
+        (target, settings)
     }
 }

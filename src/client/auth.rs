@@ -58,7 +58,9 @@ pub async fn authenticate(
     }
     let mut stored = shared.userlist().get(user).map(Secret::parse);
     let mut looked_up = None;
-    let mut known = stored.is_some();
+    // admin_users / stats_users exist for the console even without an auth_file entry (peer, trust)
+    let mut known = stored.is_some()
+        || (db_name == "pgbouncer" && crate::admin::role_of(shared, user).is_some());
     let mut src = Source { db, cached: false };
     if stored.is_none()
         && method != AuthType::Any

@@ -31,6 +31,7 @@ pub struct ClientConn {
     pub hba_peer: crate::config::hba::Peer,
     /// The connecting process's uid on the unix socket (SO_PEERCRED), for peer auth.
     pub peer_uid: Option<u32>,
+    pub connected: std::time::SystemTime,
 }
 
 impl ClientConn {
@@ -76,6 +77,7 @@ pub async fn handle(stream: Stream, peer: String, shared: Arc<Shared>) {
         who: "(nodb)/(nouser)".into(),
         hba_peer,
         peer_uid,
+        connected: std::time::SystemTime::now(),
     };
     let cfg = shared.config();
     let started = std::time::Instant::now();
@@ -180,10 +182,11 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
     .map_err(ClientError::fatal)?;
     conn.who = format!("{}/{}", info.database, info.user);
 
+    if info.database == "pgbouncer" {
+        return admin_login(conn, shared, &info.user, login_deadline).await;
+    }
     let _count = ClientCount::new(shared);
-    if shared.clients.load(Ordering::Relaxed) > g.max_client_conn as usize
-        && info.database != "pgbouncer"
-    {
+    if shared.clients.load(Ordering::Relaxed) > g.max_client_conn as usize {
         return Err(ClientError::fatal(
             "no more connections allowed (max_client_conn)",
         ));
@@ -222,12 +225,18 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
     if shared.shutting_down.load(Ordering::Relaxed) {
         return Err(ClientError::fatal("server shutting down"));
     }
+    if shared.pause.is_disabled(&info.database) {
+        return Err(ClientError::fatal(format!(
+            "database \"{}\" is disabled",
+            info.database
+        )));
+    }
     let pool = shared.pool_for(&info.database, &db, &info.user);
     if let Some(secret) = &outcome.looked_up
         && !forced
         && db.password.is_none()
     {
-        pool.target.set_password(secret);
+        pool.target().set_password(secret);
     }
     if let Some(keys) = outcome.scram_keys
         && !forced
@@ -299,7 +308,23 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
         u.and_then(|u| u.client_idle_timeout)
             .unwrap_or(g.client_idle_timeout),
     );
-    let mut relay = relay::Relay::new(conn, shared, pool, params, cancel.slot.clone(), limits);
+    let app = shared
+        .tracked
+        .index("application_name")
+        .and_then(|i| params.get(i))
+        .unwrap_or("")
+        .to_string();
+    let mut meta = client_meta(conn, &info.database, &info.user, &app, g.listen_port);
+    meta.pool_user = pool.user.clone();
+    let mut relay = relay::Relay::new(
+        conn,
+        shared,
+        pool,
+        params,
+        cancel.slot.clone(),
+        limits,
+        meta,
+    );
     let res = relay.run().await;
     relay.finish().await;
     if g.log_disconnections && res.is_ok() {
@@ -310,6 +335,85 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
         );
     }
     res
+}
+
+/// Log in to the admin console: the pooler's own OS user as `pgbouncer` on the unix socket is
+/// let in without a password (as PgBouncer); others authenticate, then must be in admin_users
+/// or stats_users.
+async fn admin_login(
+    conn: &mut ClientConn,
+    shared: &Arc<Shared>,
+    user: &str,
+    deadline: tokio::time::Instant,
+) -> Result<(), ClientError> {
+    let cfg = shared.config();
+    // SAFETY: getuid has no preconditions.
+    let own_uid = unsafe { libc::getuid() };
+    let role = if user == "pgbouncer" && conn.peer_uid == Some(own_uid) {
+        if cfg.general.log_connections {
+            tracing::info!("{} pgbouncer access from unix socket", conn.prefix());
+        }
+        crate::admin::Role::Admin
+    } else {
+        let auth = auth::authenticate(conn, shared, user, "pgbouncer", None);
+        if cfg.general.client_login_timeout.is_zero() {
+            auth.await?;
+        } else {
+            match tokio::time::timeout_at(deadline, auth).await {
+                Ok(r) => {
+                    r?;
+                }
+                Err(_) => return Err(ClientError::fatal("client_login_timeout")),
+            }
+        }
+        match crate::admin::role_of(shared, user) {
+            Some(r) => r,
+            None => return Err(ClientError::fatal("not allowed")),
+        }
+    };
+    crate::admin::session(conn, shared, user, role).await
+}
+
+/// What SHOW CLIENTS shows about this client.
+pub fn client_meta(
+    conn: &ClientConn,
+    db: &str,
+    user: &str,
+    app: &str,
+    listen_port: u16,
+) -> timers::ClientMeta {
+    let (addr, port, pid) = match conn.peer.strip_prefix("unix(") {
+        Some(rest) => (
+            "unix".to_string(),
+            listen_port,
+            rest.trim_end_matches(')').parse().unwrap_or(0),
+        ),
+        None => match conn.peer.rsplit_once(':') {
+            Some((a, p)) => (
+                a.trim_start_matches('[').trim_end_matches(']').to_string(),
+                p.parse().unwrap_or(0),
+                0,
+            ),
+            None => (conn.peer.clone(), 0, 0),
+        },
+    };
+    let (local_addr, mut local_port) = conn.stream.local_addr();
+    if conn.stream.is_unix() {
+        local_port = listen_port;
+    }
+    timers::ClientMeta {
+        id: conn.id,
+        user: user.to_string(),
+        pool_user: user.to_string(),
+        database: db.to_string(),
+        addr,
+        port,
+        local_addr,
+        local_port,
+        connect_time: Some(conn.connected),
+        application_name: app.to_string(),
+        remote_pid: pid,
+    }
 }
 
 /// Holds one count in a shared counter while alive.

@@ -43,6 +43,8 @@ pub struct Relay<'a> {
     conn: &'a mut ClientConn,
     shared: &'a Shared,
     pool: Arc<Pool>,
+    /// The pool's mode when the client logged in.
+    mode: Mode,
     params: ParamSet,
     slot: Arc<CancelSlot>,
     cscan: Scanner,
@@ -78,6 +80,11 @@ pub struct Relay<'a> {
     bytes_in: u64,
     bytes_out: u64,
     queries: u64,
+    query_time_us: u64,
+    parses: u64,
+    binds: u64,
+    /// When the oldest unanswered query (Query, Sync, FunctionCall) was received.
+    query_start: Option<Instant>,
 }
 
 impl<'a> Relay<'a> {
@@ -88,17 +95,17 @@ impl<'a> Relay<'a> {
         params: ParamSet,
         slot: Arc<CancelSlot>,
         limits: Limits,
+        meta: timers::ClientMeta,
     ) -> Self {
-        let timers = limits.any().then(|| {
-            let t = Arc::new(ClientTimers::new(limits));
-            shared.timers.insert(conn.id, t.clone());
-            t
-        });
+        let t = Arc::new(ClientTimers::with_meta(limits, meta));
+        shared.timers.insert(conn.id, t.clone());
+        let timers = Some(t);
         let cfg = shared.config();
         let max = cfg.general.max_packet_size as usize;
         Relay {
             conn,
             shared,
+            mode: pool.settings().mode,
             pool,
             params,
             slot,
@@ -129,6 +136,10 @@ impl<'a> Relay<'a> {
             bytes_in: 0,
             bytes_out: 0,
             queries: 0,
+            query_time_us: 0,
+            parses: 0,
+            binds: 0,
+            query_start: None,
         }
     }
 
@@ -150,10 +161,7 @@ impl<'a> Relay<'a> {
             if self.server.is_none() && !self.c_out.is_empty() {
                 self.acquire().await?;
             }
-            if self.server.is_some()
-                && self.releasable()
-                && self.pool.settings.mode != Mode::Session
-            {
+            if self.server.is_some() && self.releasable() && self.mode != Mode::Session {
                 self.release();
             }
             self.step().await?;
@@ -240,18 +248,26 @@ impl<'a> Relay<'a> {
                         return Err(ClientError::fatal("PQexec disallowed"));
                     }
                     self.pending += 1;
-                    mark_query(self.timers.as_deref());
+                    mark_query(&mut self.query_start, self.timers.as_deref());
                 }
                 b'F' => {
                     self.pending += 1;
-                    mark_query(self.timers.as_deref());
+                    mark_query(&mut self.query_start, self.timers.as_deref());
                 }
                 b'S' => {
                     self.pending += 1;
                     self.ext_open = false;
-                    mark_query(self.timers.as_deref());
+                    mark_query(&mut self.query_start, self.timers.as_deref());
                 }
-                b'P' | b'B' | b'D' | b'E' | b'C' => self.ext_open = true,
+                b'P' => {
+                    self.parses += 1;
+                    self.ext_open = true;
+                }
+                b'B' => {
+                    self.binds += 1;
+                    self.ext_open = true;
+                }
+                b'D' | b'E' | b'C' => self.ext_open = true,
                 b'H' => {}
                 b'd' | b'c' | b'f' => {
                     if self.server.is_none() && self.c_out.is_empty() && m.start == 0 {
@@ -295,7 +311,15 @@ impl<'a> Relay<'a> {
                     self.status = self.s_in.get(body.start).copied().unwrap_or(b'I');
                     self.pending = self.pending.saturating_sub(1);
                     self.queries += 1;
-                    if self.status == b'T' && self.pool.settings.mode == Mode::Statement {
+                    if let Some(t) = self.query_start.take() {
+                        let us = t.elapsed().as_micros() as u64;
+                        self.query_time_us += us;
+                        self.pool.stats.query_hist.observe(us);
+                        if self.pending > 0 {
+                            self.query_start = Some(Instant::now());
+                        }
+                    }
+                    if self.status == b'T' && self.mode == Mode::Statement {
                         return Err(ClientError::fatal(
                             "transaction blocks not allowed in statement pooling mode",
                         ));
@@ -345,10 +369,29 @@ impl<'a> Relay<'a> {
     async fn acquire(&mut self) -> Result<(), ClientError> {
         let wait_start = Instant::now();
         if let Some(t) = &self.timers {
+            t.wait_start.store(now_ms(), Relaxed);
             t.state.store(timers::WAITING, Relaxed);
         }
+        if self.shared.shutdown_mode.load(Relaxed) == crate::state::SHUTDOWN_WAIT_FOR_SERVERS {
+            return Err(ClientError::fatal("server shutting down"));
+        }
+        // PAUSE / SUSPEND: new transactions wait for RESUME, bounded by query_wait_timeout
+        if self.shared.pause.is_paused(&self.pool.db) {
+            let limit = self.pool.settings().query_wait_timeout;
+            let t = self.timers.clone();
+            tokio::select! {
+                ok = self.shared.pause.wait_resumed(&self.pool.db, limit) => if !ok {
+                    return Err(ClientError::fatal("query_wait_timeout"));
+                },
+                _ = killed(t.as_deref()) => return Err(killed_error(t.as_deref())),
+            }
+        }
         loop {
-            let mut server = self.checkout_with_notice().await.map_err(checkout_error)?;
+            let t = self.timers.clone();
+            let mut server = tokio::select! {
+                r = self.checkout_with_notice() => r.map_err(checkout_error)?,
+                _ = killed(t.as_deref()) => return Err(killed_error(t.as_deref())),
+            };
             // server_check_delay / server_check_query: test a server that sat idle too long
             if let Some(q) = &self.check_query
                 && server.last_used.elapsed() >= self.check_delay
@@ -383,16 +426,18 @@ impl<'a> Relay<'a> {
                 }
             }
             let stats = &self.pool.stats;
-            crate::pool::stats::PoolStats::add(
-                &stats.wait_time_us,
-                wait_start.elapsed().as_micros() as u64,
-            );
+            let waited = wait_start.elapsed().as_micros() as u64;
+            crate::pool::stats::PoolStats::add(&stats.wait_time_us, waited);
+            stats.wait_hist.observe(waited);
             crate::pool::stats::PoolStats::add(&stats.server_assignments, 1);
             self.slot.link(&server.addr, server.key);
             if let Some(t) = &self.timers {
                 let now = now_ms();
                 t.xact_start.store(now, Relaxed);
                 t.server_activity.store(now, Relaxed);
+                t.wait_start.store(0, Relaxed);
+                t.request_time.store(now, Relaxed);
+                t.server_id.store(server.id, Relaxed);
                 t.state.store(timers::LINKED, Relaxed);
             }
             self.status = b'I';
@@ -458,6 +503,7 @@ impl<'a> Relay<'a> {
                 t.query_start.store(0, Relaxed);
                 t.idle_tx.store(0, Relaxed);
                 t.idle_since.store(now_ms(), Relaxed);
+                t.server_id.store(0, Relaxed);
                 t.state.store(timers::IDLE, Relaxed);
             }
             self.flush_stats();
@@ -472,8 +518,16 @@ impl<'a> Relay<'a> {
         P::add(&s.queries, std::mem::take(&mut self.queries));
         P::add(&s.bytes_received, std::mem::take(&mut self.bytes_in));
         P::add(&s.bytes_sent, std::mem::take(&mut self.bytes_out));
+        P::add(&s.query_time_us, std::mem::take(&mut self.query_time_us));
+        let parses = std::mem::take(&mut self.parses);
+        P::add(&s.client_parses, parses);
+        // every Parse is forwarded as is until prepared-statement handling arrives
+        P::add(&s.server_parses, parses);
+        P::add(&s.binds, std::mem::take(&mut self.binds));
         if let Some(t) = self.xact_start.take() {
-            P::add(&s.xact_time_us, t.elapsed().as_micros() as u64);
+            let us = t.elapsed().as_micros() as u64;
+            P::add(&s.xact_time_us, us);
+            s.xact_hist.observe(us);
         }
     }
 
@@ -510,8 +564,8 @@ impl<'a> Relay<'a> {
             self.pool.close_active(server, reason);
             return;
         }
-        if self.pool.settings.mode == Mode::Session
-            && let Some(q) = self.pool.settings.reset_query.clone()
+        if self.mode == Mode::Session
+            && let Some(q) = self.pool.settings().reset_query.clone()
             && let Err(e) = run_simple(&mut server, &q, &self.shared.tracked).await
         {
             tracing::warn!("server_reset_query failed: {e}");
@@ -544,6 +598,13 @@ enum Ev {
     FromClient(std::io::Result<usize>),
 }
 
+fn killed_error(t: Option<&ClientTimers>) -> ClientError {
+    ClientError::fatal(
+        t.map(|t| t.killed().message())
+            .unwrap_or("admin forced disconnect"),
+    )
+}
+
 /// Resolves when the janitor has ended this client; never without timers.
 async fn killed(t: Option<&ClientTimers>) {
     match t {
@@ -553,15 +614,6 @@ async fn killed(t: Option<&ClientTimers>) {
             }
         }
         None => std::future::pending().await,
-    }
-}
-
-#[inline]
-fn mark_query(t: Option<&ClientTimers>) {
-    if let Some(t) = t
-        && t.query_start.load(Relaxed) == 0
-    {
-        t.query_start.store(now_ms(), Relaxed);
     }
 }
 
@@ -575,5 +627,18 @@ impl Drop for Relay<'_> {
             self.pool
                 .close_active(server, "client disconnect while server was not ready");
         }
+    }
+}
+
+/// A request that expects a ReadyForQuery arrived: start the query clocks if none runs.
+#[inline]
+fn mark_query(start: &mut Option<Instant>, t: Option<&ClientTimers>) {
+    if start.is_none() {
+        *start = Some(Instant::now());
+    }
+    if let Some(t) = t
+        && t.query_start.load(Relaxed) == 0
+    {
+        t.query_start.store(now_ms(), Relaxed);
     }
 }

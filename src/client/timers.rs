@@ -31,6 +31,12 @@ pub enum Kill {
     IdleTransaction = 2,
     TransactionTimeout = 3,
     ClientIdle = 4,
+    /// KILL_CLIENT.
+    AdminForced = 5,
+    /// KILL db.
+    DatabaseRemoved = 6,
+    /// SHUTDOWN / SIGINT: the client wanted a server after the pooler began shutting down.
+    ShuttingDown = 7,
 }
 
 impl Kill {
@@ -40,6 +46,9 @@ impl Kill {
             2 => Kill::IdleTransaction,
             3 => Kill::TransactionTimeout,
             4 => Kill::ClientIdle,
+            5 => Kill::AdminForced,
+            6 => Kill::DatabaseRemoved,
+            7 => Kill::ShuttingDown,
             _ => Kill::None,
         }
     }
@@ -51,6 +60,9 @@ impl Kill {
             Kill::IdleTransaction => "idle transaction timeout",
             Kill::TransactionTimeout => "transaction timeout",
             Kill::ClientIdle => "client_idle_timeout",
+            Kill::AdminForced => "admin forced disconnect",
+            Kill::DatabaseRemoved => "database removed",
+            Kill::ShuttingDown => "server shutting down",
             Kill::None => "",
         }
     }
@@ -90,10 +102,34 @@ impl Limits {
     }
 }
 
-/// One client's timestamps, shared with the janitor.
+/// Who a client is, for SHOW CLIENTS and KILL_CLIENT.
+#[derive(Debug, Clone, Default)]
+pub struct ClientMeta {
+    pub id: u64,
+    pub user: String,
+    /// The user of the pool serving this client (the forced user, if any).
+    pub pool_user: String,
+    pub database: String,
+    pub addr: String,
+    pub port: u16,
+    pub local_addr: String,
+    pub local_port: u16,
+    pub connect_time: Option<std::time::SystemTime>,
+    pub application_name: String,
+    pub remote_pid: u32,
+}
+
+/// One logged-in client as the janitor and the admin console see it: timestamps, state, kill switch.
 #[derive(Debug)]
 pub struct ClientTimers {
+    pub meta: ClientMeta,
     pub limits: Limits,
+    /// The server this client holds now (0: none).
+    pub server_id: AtomicU64,
+    /// When the client started waiting for a server (0: not waiting).
+    pub wait_start: AtomicU64,
+    /// Last time the client sent a request.
+    pub request_time: AtomicU64,
     pub state: AtomicU8,
     /// First request of the query in flight (0: none).
     pub query_start: AtomicU64,
@@ -111,8 +147,16 @@ pub struct ClientTimers {
 
 impl ClientTimers {
     pub fn new(limits: Limits) -> ClientTimers {
+        Self::with_meta(limits, ClientMeta::default())
+    }
+
+    pub fn with_meta(limits: Limits, meta: ClientMeta) -> ClientTimers {
         ClientTimers {
+            meta,
             limits,
+            server_id: AtomicU64::new(0),
+            wait_start: AtomicU64::new(0),
+            request_time: AtomicU64::new(now_ms()),
             state: AtomicU8::new(IDLE),
             query_start: AtomicU64::new(0),
             xact_start: AtomicU64::new(0),
@@ -128,9 +172,20 @@ impl ClientTimers {
         Kill::from_u8(self.kill.load(Relaxed))
     }
 
+    /// End this client (admin command, shutdown); its task sends the reason as FATAL.
+    pub fn kill(&self, why: Kill) {
+        if self
+            .kill
+            .compare_exchange(0, why as u8, Relaxed, Relaxed)
+            .is_ok()
+        {
+            self.notify.notify_one();
+        }
+    }
+
     /// Janitor check; returns true when it ended the client.
     pub fn check(&self, now: u64) -> bool {
-        if self.kill.load(Relaxed) != 0 {
+        if self.kill.load(Relaxed) != 0 || !self.limits.any() {
             return false;
         }
         let l = &self.limits;

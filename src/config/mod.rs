@@ -278,7 +278,7 @@ mod tests {
         );
         // client_idle_timeout = 0 equals the default: no warning; the others warn once each
         assert!(!c.warnings.iter().any(|w| w.contains("client_idle_timeout")));
-        assert!(c.warnings.iter().any(|w| w.contains("\"log_stats\"")));
+        assert!(!c.warnings.iter().any(|w| w.contains("\"log_stats\"")));
         assert_eq!(
             c.warnings
                 .iter()

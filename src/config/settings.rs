@@ -63,7 +63,7 @@ const fn s(
 use Kind::*;
 /// Every PgBouncer 1.25 setting, in PgBouncer's (alphabetical) SHOW CONFIG order.
 pub const SETTINGS: &[Setting] = &[
-    s("admin_users", "", Str, false, true),
+    s("admin_users", "", Str, true, true),
     s("application_name_add_host", "0", Int, true, true),
     s("auth_dbname", "", Str, true, true),
     s("auth_file", "", Str, true, true),
@@ -117,7 +117,7 @@ pub const SETTINGS: &[Setting] = &[
     s("log_connections", "1", Int, true, true),
     s("log_disconnections", "1", Int, true, true),
     s("log_pooler_errors", "1", Int, true, true),
-    s("log_stats", "1", Int, false, true),
+    s("log_stats", "1", Int, true, true),
     s("logfile", "", Str, true, true),
     s("max_client_conn", "100", Int, true, true),
     s("max_db_client_connections", "0", Int, true, true),
@@ -164,8 +164,8 @@ pub const SETTINGS: &[Setting] = &[
     ),
     s("service_name", "", Str, false, false),
     s("so_reuseport", "0", Int, true, false),
-    s("stats_period", "60", Int, false, true),
-    s("stats_users", "", Str, false, true),
+    s("stats_period", "60", Int, true, true),
+    s("stats_users", "", Str, true, true),
     s("suspend_timeout", "10", Time, false, true),
     s("syslog", "0", Int, false, true),
     s("syslog_facility", "daemon", Str, false, true),

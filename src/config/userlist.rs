@@ -45,6 +45,10 @@ impl UserList {
         self.users.get(user).map(String::as_str)
     }
 
+    pub fn names(&self) -> impl Iterator<Item = String> + '_ {
+        self.users.keys().cloned()
+    }
+
     pub fn len(&self) -> usize {
         self.users.len()
     }

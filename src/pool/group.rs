@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 pub struct ConnGroup {
     count: AtomicUsize,
     /// 0 = unlimited.
-    max: usize,
+    max: std::sync::atomic::AtomicUsize,
     members: Mutex<Vec<Weak<Pool>>>,
 }
 
@@ -17,7 +17,7 @@ impl ConnGroup {
     pub fn new(max: usize) -> Arc<ConnGroup> {
         Arc::new(ConnGroup {
             count: AtomicUsize::new(0),
-            max,
+            max: std::sync::atomic::AtomicUsize::new(max),
             members: Mutex::new(Vec::new()),
         })
     }
@@ -26,19 +26,28 @@ impl ConnGroup {
         self.count.load(Ordering::Relaxed)
     }
 
+    pub fn max(&self) -> usize {
+        self.max.load(Ordering::Relaxed)
+    }
+
+    /// RELOAD: a new cap applies to connections opened from now on.
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
     pub fn is_capped(&self) -> bool {
-        self.max > 0
+        self.max() > 0
     }
 
     pub fn is_full(&self) -> bool {
-        self.max > 0 && self.count() >= self.max
+        self.max() > 0 && self.count() >= self.max()
     }
 
     /// Count one more connection if the cap allows it.
     pub fn try_take(&self) -> bool {
         self.count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
-                (self.max == 0 || c < self.max).then_some(c + 1)
+                (self.max() == 0 || c < self.max()).then_some(c + 1)
             })
             .is_ok()
     }

@@ -1,6 +1,7 @@
 //! Pools of server connections keyed by (database, user): checkout with a FIFO wait queue, LIFO reuse, close reasons.
 
 pub mod group;
+pub mod pause;
 pub mod stats;
 
 use crate::auth::ScramClientKeys;
@@ -9,10 +10,10 @@ use crate::server::login::{self, WelcomeParams};
 use crate::server::{ServerConn, ServerError, ServerTarget};
 use group::ConnGroup;
 use stats::PoolStats;
-use std::collections::VecDeque;
-use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
@@ -73,14 +74,45 @@ struct Inner {
     /// Servers lent to clients.
     active: usize,
     connecting: usize,
+    /// Servers opened before the last RECONNECT (closed as soon as they are released).
+    stale: usize,
+}
+
+/// What SHOW SERVERS lists about one server connection.
+#[derive(Debug, Clone)]
+pub struct ServerMeta {
+    pub id: u64,
+    pub addr: String,
+    pub port: u16,
+    pub local_addr: String,
+    pub local_port: u16,
+    pub connect_time: SystemTime,
+    pub remote_pid: u32,
+}
+
+/// Server counts for SHOW POOLS.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolCounts {
+    pub active: usize,
+    pub idle: usize,
+    pub total: usize,
+    pub waiting: usize,
+    pub connecting: usize,
+    pub stale: usize,
+    /// How long the oldest waiting client has waited.
+    pub max_wait: Duration,
 }
 
 #[derive(Debug)]
 pub struct Pool {
     pub db: String,
     pub user: String,
-    pub target: ServerTarget,
-    pub settings: PoolSettings,
+    target: RwLock<Arc<ServerTarget>>,
+    settings: RwLock<Arc<PoolSettings>>,
+    /// Bumped by RECONNECT and by a reload that changes where the pool connects.
+    epoch: AtomicU64,
+    /// Every open server connection, for SHOW SERVERS (changed only on connect and close).
+    servers: Mutex<HashMap<u64, ServerMeta>>,
     pub tracked: Arc<Tracked>,
     pub stats: PoolStats,
     /// Clients logged in to this pool (min_pool_size is kept only while there are some).
@@ -127,8 +159,10 @@ impl Pool {
         let p = Arc::new(Pool {
             db,
             user,
-            target,
-            settings,
+            target: RwLock::new(Arc::new(target)),
+            settings: RwLock::new(Arc::new(settings)),
+            epoch: AtomicU64::new(0),
+            servers: Mutex::new(HashMap::new()),
             tracked,
             stats: PoolStats::default(),
             clients: Arc::new(AtomicUsize::new(0)),
@@ -144,6 +178,93 @@ impl Pool {
         p.db_group.add_member(&p);
         p.user_group.add_member(&p);
         p
+    }
+
+    pub fn settings(&self) -> Arc<PoolSettings> {
+        self.settings.read().unwrap().clone()
+    }
+
+    pub fn set_settings(self: &Arc<Self>, s: PoolSettings) {
+        *self.settings.write().unwrap() = Arc::new(s);
+        self.kick();
+    }
+
+    pub fn target(&self) -> Arc<ServerTarget> {
+        self.target.read().unwrap().clone()
+    }
+
+    /// Point the pool somewhere else (reload changed host/port/dbname): idle servers are
+    /// closed now, the others when released.
+    pub fn set_target(self: &Arc<Self>, t: ServerTarget) {
+        if t.password.read().unwrap().is_none()
+            && let Some(pw) = self.target().password.read().unwrap().clone()
+        {
+            t.set_password(&pw);
+        }
+        *self.target.write().unwrap() = Arc::new(t);
+        self.reconnect("database configuration changed");
+    }
+
+    /// RECONNECT: every server open now is closed as soon as it is not in use.
+    pub fn reconnect(self: &Arc<Self>, reason: &str) {
+        let idle = {
+            let mut g = self.inner.lock().unwrap();
+            self.epoch.fetch_add(1, Relaxed);
+            g.stale = g.total;
+            std::mem::take(&mut g.idle)
+        };
+        for s in idle {
+            self.close(s, reason);
+        }
+    }
+
+    /// Server connections that a RECONNECT still waits to close.
+    pub fn stale_count(&self) -> usize {
+        self.inner.lock().unwrap().stale
+    }
+
+    pub fn server_list(&self) -> Vec<ServerMeta> {
+        self.servers.lock().unwrap().values().cloned().collect()
+    }
+
+    pub fn idle_ids(&self) -> Vec<u64> {
+        self.inner
+            .lock()
+            .unwrap()
+            .idle
+            .iter()
+            .map(|s| s.id)
+            .collect()
+    }
+
+    pub fn pool_counts(&self) -> PoolCounts {
+        let g = self.inner.lock().unwrap();
+        PoolCounts {
+            active: g.active,
+            idle: g.idle.len(),
+            total: g.total,
+            waiting: g.waiters.iter().filter(|(_, w)| !w.is_closed()).count(),
+            connecting: g.connecting,
+            stale: g.stale,
+            max_wait: g
+                .waiters
+                .iter()
+                .find(|(_, w)| !w.is_closed())
+                .map(|(t, _)| t.elapsed())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn is_stale(&self, s: &ServerConn) -> bool {
+        s.epoch < self.epoch.load(Relaxed)
+    }
+
+    /// Bookkeeping for a server that stops existing (the caller has freed its slot).
+    fn forget(&self, g: &mut Inner, s: &ServerConn) {
+        if self.is_stale(s) {
+            g.stale = g.stale.saturating_sub(1);
+        }
+        self.servers.lock().unwrap().remove(&s.id);
     }
 
     pub fn clients_counter(&self) -> Arc<AtomicUsize> {
@@ -167,7 +288,7 @@ impl Pool {
     /// Count a new connection against the pool size (plus `allowance` from the reserve) and the
     /// database/user caps. The caller then spawns the connect.
     fn try_open(&self, g: &mut Inner, allowance: usize) -> bool {
-        if g.total >= self.settings.size.saturating_add(allowance) {
+        if g.total >= self.settings().size.saturating_add(allowance) {
             return false;
         }
         if !self.db_group.try_take() {
@@ -192,9 +313,10 @@ impl Pool {
     /// Take a server for a client: an idle one (LIFO), else wait in FIFO order for one that is
     /// released or newly connected, for at most query_wait_timeout.
     pub async fn checkout(self: &Arc<Self>) -> Result<ServerConn, CheckoutError> {
+        let settings = self.settings();
         let rx = {
             let mut g = self.inner.lock().unwrap();
-            while let Some(s) = if self.settings.round_robin && !g.idle.is_empty() {
+            while let Some(s) = if settings.round_robin && !g.idle.is_empty() {
                 Some(g.idle.remove(0))
             } else {
                 g.idle.pop()
@@ -204,12 +326,13 @@ impl Pool {
                     return Ok(s);
                 }
                 self.free_slot(&mut g);
+                self.forget(&mut g, &s);
                 log_close(self, &s, "server conn crashed?", self.log_disconnections);
             }
             // fast fail while server logins are failing (server_login_retry), as PgBouncer
             if g.total == 0
                 && let Some((at, code, msg)) = self.last_login_error.lock().unwrap().clone()
-                && at.elapsed() < self.settings.login_retry
+                && at.elapsed() < settings.login_retry
             {
                 return Err(CheckoutError::Server(
                     code,
@@ -221,7 +344,7 @@ impl Pool {
             let (tx, rx) = oneshot::channel();
             g.waiters.push_back((Instant::now(), tx));
             let opened = g.connecting < g.waiters.len() && self.try_open(&mut g, 0);
-            let capped = !opened && g.total < self.settings.size;
+            let capped = !opened && g.total < settings.size;
             drop(g);
             if opened {
                 self.spawn_connect();
@@ -235,10 +358,10 @@ impl Pool {
             }
             rx
         };
-        let res = if self.settings.query_wait_timeout.is_zero() {
+        let res = if settings.query_wait_timeout.is_zero() {
             rx.await.map_err(|_| CheckoutError::Closed)
         } else {
-            match tokio::time::timeout(self.settings.query_wait_timeout, rx).await {
+            match tokio::time::timeout(settings.query_wait_timeout, rx).await {
                 Ok(r) => r.map_err(|_| CheckoutError::Closed),
                 Err(_) => Err(CheckoutError::WaitTimeout),
             }
@@ -271,6 +394,7 @@ impl Pool {
                     oldest.map(|i| {
                         let s = g.idle.remove(i);
                         m.free_slot(&mut g);
+                        m.forget(&mut g, &s);
                         s
                     })
                 };
@@ -290,8 +414,15 @@ impl Pool {
         let pool = self.clone();
         tokio::spawn(async move {
             let keys = pool.scram_keys.lock().unwrap().clone();
-            match login::connect(&pool.target, &pool.tracked, keys).await {
-                Ok((conn, welcome)) => {
+            let epoch = pool.epoch.load(Relaxed);
+            let target = pool.target();
+            match login::connect(&target, &pool.tracked, keys).await {
+                Ok((mut conn, welcome)) => {
+                    conn.epoch = epoch;
+                    pool.servers
+                        .lock()
+                        .unwrap()
+                        .insert(conn.id, server_meta(&conn));
                     tracing::info!(
                         "S-{:#x}: {}/{}@{} new connection to server (from {})",
                         conn.id,
@@ -311,7 +442,11 @@ impl Pool {
                     }
                     *pool.last_login_error.lock().unwrap() = None;
                     pool.inner.lock().unwrap().connecting -= 1;
-                    pool.give_back(conn);
+                    if pool.is_stale(&conn) {
+                        pool.close(conn, "database configuration changed");
+                    } else {
+                        pool.give_back(conn);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!("{}/{}: server login failed: {}", pool.db, pool.user, e);
@@ -339,6 +474,10 @@ impl Pool {
             self.close(server, "client disconnect while server was not ready");
             return;
         }
+        if self.is_stale(&server) {
+            self.close(server, "database configuration changed");
+            return;
+        }
         if self.life_over(&server) {
             self.close(server, "server lifetime over");
             return;
@@ -349,12 +488,13 @@ impl Pool {
     /// PgBouncer's life_over: past server_lifetime (0 = use once), and lifetime closes are spread
     /// out, at most one per server_lifetime / pool_size, so a pool is not reconnected all at once.
     fn life_over(&self, s: &ServerConn) -> bool {
-        let life = self.settings.server_lifetime;
+        let settings = self.settings();
+        let life = settings.server_lifetime;
         if s.age() < life {
             return false;
         }
-        let gap = if self.settings.size > 0 && self.settings.size != usize::MAX {
-            life / self.settings.size as u32
+        let gap = if settings.size > 0 && settings.size != usize::MAX {
+            life / settings.size as u32
         } else {
             Duration::ZERO
         };
@@ -375,11 +515,12 @@ impl Pool {
     pub fn close(self: &Arc<Self>, server: ServerConn, reason: &str) {
         log_close(self, &server, reason, self.log_disconnections);
         let _ = server.stream.try_write(&[b'X', 0, 0, 0, 4]);
-        drop(server);
         {
             let mut g = self.inner.lock().unwrap();
             self.free_slot(&mut g);
+            self.forget(&mut g, &server);
         }
+        drop(server);
         self.kick();
         for group in [&self.db_group, &self.user_group] {
             if group.is_capped() {
@@ -427,6 +568,10 @@ impl Pool {
 
     /// Add an already logged-in server to the pool as idle (warm-up, benchmarks).
     pub fn adopt_idle(self: &Arc<Self>, server: ServerConn) {
+        self.servers
+            .lock()
+            .unwrap()
+            .insert(server.id, server_meta(&server));
         {
             let mut g = self.inner.lock().unwrap();
             g.total += 1;
@@ -442,11 +587,12 @@ impl Pool {
     pub fn maintain(self: &Arc<Self>) {
         let mut closing = Vec::new();
         let mut open = 0;
+        let settings = self.settings();
         {
             let mut g = self.inner.lock().unwrap();
             let now = Instant::now();
-            let idle_to = self.settings.server_idle_timeout;
-            let life = self.settings.server_lifetime;
+            let idle_to = settings.server_idle_timeout;
+            let life = settings.server_lifetime;
             let mut i = 0;
             while i < g.idle.len() {
                 let s = &g.idle[i];
@@ -456,7 +602,7 @@ impl Pool {
                     Some("server lifetime over")
                 } else if !idle_to.is_zero()
                     && now.duration_since(s.last_used) >= idle_to
-                    && g.total - closing.len() > self.settings.min_size
+                    && g.total - closing.len() > settings.min_size
                 {
                     Some("server idle timeout")
                 } else {
@@ -469,11 +615,11 @@ impl Pool {
             }
             g.waiters.retain(|(_, w)| !w.is_closed());
             let oldest_wait = g.waiters.front().map(|(t, _)| now.duration_since(*t));
-            if self.settings.reserve_size > 0
-                && oldest_wait.is_some_and(|w| w >= self.settings.reserve_timeout)
+            if settings.reserve_size > 0
+                && oldest_wait.is_some_and(|w| w >= settings.reserve_timeout)
                 && g.connecting < g.waiters.len()
-                && g.total >= self.settings.size
-                && self.try_open(&mut g, self.settings.reserve_size)
+                && g.total >= settings.size
+                && self.try_open(&mut g, settings.reserve_size)
             {
                 tracing::warn!(
                     "{}/{}: taking connection from reserve_pool",
@@ -483,7 +629,7 @@ impl Pool {
                 open += 1;
             }
             if self.clients.load(std::sync::atomic::Ordering::Relaxed) > 0
-                && g.total < self.settings.min_size
+                && g.total < settings.min_size
                 && self.try_open(&mut g, 0)
             {
                 open += 1;
@@ -513,6 +659,34 @@ impl Pool {
         for s in idle {
             self.close(s, reason);
         }
+    }
+}
+
+fn server_meta(s: &ServerConn) -> ServerMeta {
+    let (addr, port) = match &s.addr {
+        crate::server::ServerAddr::Tcp(a) => (a.ip().to_string(), a.port()),
+        crate::server::ServerAddr::Unix(p) => (
+            p.parent()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+            p.extension()
+                .and_then(|e| e.to_str())
+                .and_then(|e| e.parse().ok())
+                .unwrap_or(0),
+        ),
+    };
+    let (local_addr, local_port) = match s.local.rsplit_once(':') {
+        Some((a, p)) => (a.to_string(), p.parse().unwrap_or(0)),
+        None => (s.local.clone(), 0),
+    };
+    ServerMeta {
+        id: s.id,
+        addr,
+        port,
+        local_addr,
+        local_port,
+        connect_time: SystemTime::now() - s.age(),
+        remote_pid: s.key.0,
     }
 }
 

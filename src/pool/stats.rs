@@ -1,5 +1,6 @@
-//! Per-pool counters (transactions, queries, bytes, times in microseconds) behind SHOW STATS and metrics.
+//! Per-pool counters (transactions, queries, bytes, times in microseconds) and latency histograms behind SHOW STATS and metrics.
 
+use crate::stats::histogram::Histogram;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, Default)]
@@ -10,8 +11,32 @@ pub struct PoolStats {
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub xact_time_us: AtomicU64,
+    pub query_time_us: AtomicU64,
     pub wait_time_us: AtomicU64,
+    pub client_parses: AtomicU64,
+    pub server_parses: AtomicU64,
+    pub binds: AtomicU64,
     pub client_logins: AtomicU64,
+    pub query_hist: Histogram,
+    pub xact_hist: Histogram,
+    pub wait_hist: Histogram,
+}
+
+/// A plain copy of the counters at one moment (summed per database for SHOW STATS).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    pub server_assignments: u64,
+    pub xacts: u64,
+    pub queries: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub xact_time_us: u64,
+    pub query_time_us: u64,
+    pub wait_time_us: u64,
+    pub client_parses: u64,
+    pub server_parses: u64,
+    pub binds: u64,
+    pub client_logins: u64,
 }
 
 impl PoolStats {
@@ -20,5 +45,96 @@ impl PoolStats {
         if n > 0 {
             counter.fetch_add(n, Ordering::Relaxed);
         }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Snapshot {
+            server_assignments: l(&self.server_assignments),
+            xacts: l(&self.xacts),
+            queries: l(&self.queries),
+            bytes_received: l(&self.bytes_received),
+            bytes_sent: l(&self.bytes_sent),
+            xact_time_us: l(&self.xact_time_us),
+            query_time_us: l(&self.query_time_us),
+            wait_time_us: l(&self.wait_time_us),
+            client_parses: l(&self.client_parses),
+            server_parses: l(&self.server_parses),
+            binds: l(&self.binds),
+            client_logins: l(&self.client_logins),
+        }
+    }
+}
+
+impl Snapshot {
+    pub fn add(&mut self, o: &Snapshot) {
+        self.server_assignments += o.server_assignments;
+        self.xacts += o.xacts;
+        self.queries += o.queries;
+        self.bytes_received += o.bytes_received;
+        self.bytes_sent += o.bytes_sent;
+        self.xact_time_us += o.xact_time_us;
+        self.query_time_us += o.query_time_us;
+        self.wait_time_us += o.wait_time_us;
+        self.client_parses += o.client_parses;
+        self.server_parses += o.server_parses;
+        self.binds += o.binds;
+        self.client_logins += o.client_logins;
+    }
+
+    /// PgBouncer's averages between two snapshots `dur_us` apart: counts and bytes per second,
+    /// times per transaction / query / server assignment.
+    pub fn average(&self, old: &Snapshot, dur_us: u64) -> Snapshot {
+        if dur_us == 0 {
+            return Snapshot::default();
+        }
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        let rate = |a: u64, b: u64| d(a, b).saturating_mul(1_000_000) / dur_us;
+        let per = |t: u64, ot: u64, n: u64| d(t, ot).checked_div(n).unwrap_or(0);
+        let queries = d(self.queries, old.queries);
+        let xacts = d(self.xacts, old.xacts);
+        let assigns = d(self.server_assignments, old.server_assignments);
+        Snapshot {
+            server_assignments: rate(self.server_assignments, old.server_assignments),
+            xacts: rate(self.xacts, old.xacts),
+            queries: rate(self.queries, old.queries),
+            bytes_received: rate(self.bytes_received, old.bytes_received),
+            bytes_sent: rate(self.bytes_sent, old.bytes_sent),
+            xact_time_us: per(self.xact_time_us, old.xact_time_us, xacts),
+            query_time_us: per(self.query_time_us, old.query_time_us, queries),
+            wait_time_us: per(self.wait_time_us, old.wait_time_us, assigns),
+            client_parses: rate(self.client_parses, old.client_parses),
+            server_parses: rate(self.server_parses, old.server_parses),
+            binds: rate(self.binds, old.binds),
+            client_logins: rate(self.client_logins, old.client_logins),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn averages_as_pgbouncer() {
+        let old = Snapshot::default();
+        let cur = Snapshot {
+            xacts: 120,
+            xact_time_us: 1200,
+            queries: 240,
+            query_time_us: 480,
+            server_assignments: 60,
+            wait_time_us: 600,
+            bytes_received: 6000,
+            ..Default::default()
+        };
+        let a = cur.average(&old, 60_000_000);
+        assert_eq!(a.xacts, 2);
+        assert_eq!(a.queries, 4);
+        assert_eq!(a.xact_time_us, 10);
+        assert_eq!(a.query_time_us, 2);
+        assert_eq!(a.wait_time_us, 10);
+        assert_eq!(a.bytes_received, 100);
+        assert_eq!(cur.average(&old, 0), Snapshot::default());
     }
 }

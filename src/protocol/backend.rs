@@ -96,3 +96,68 @@ pub fn negotiate_protocol_version(buf: &mut BytesMut, minor: u32, unknown: &[&[u
     }
     finish(buf, at);
 }
+
+/// Type OIDs used in admin-console RowDescriptions (PgBouncer's: text, int4, int8, numeric).
+pub const OID_TEXT: u32 = 25;
+pub const OID_INT4: u32 = 23;
+pub const OID_INT8: u32 = 20;
+pub const OID_NUMERIC: u32 = 1700;
+
+/// RowDescription with text-format columns of the given names and type OIDs.
+pub fn row_description(buf: &mut BytesMut, cols: &[(&str, u32)]) {
+    let at = begin(buf, b'T');
+    buf.put_u16(cols.len() as u16);
+    for (name, oid) in cols {
+        put_cstr(buf, name.as_bytes());
+        buf.put_u32(0);
+        buf.put_i16(0);
+        buf.put_u32(*oid);
+        buf.put_i16(match *oid {
+            OID_INT4 => 4,
+            OID_INT8 => 8,
+            _ => -1,
+        });
+        buf.put_i32(-1);
+        buf.put_i16(0);
+    }
+    finish(buf, at);
+}
+
+/// DataRow of text values (None = NULL).
+pub fn data_row<S: AsRef<str>>(buf: &mut BytesMut, vals: &[Option<S>]) {
+    let at = begin(buf, b'D');
+    buf.put_u16(vals.len() as u16);
+    for v in vals {
+        match v {
+            Some(v) => {
+                buf.put_i32(v.as_ref().len() as i32);
+                buf.put_slice(v.as_ref().as_bytes());
+            }
+            None => buf.put_i32(-1),
+        }
+    }
+    finish(buf, at);
+}
+
+pub fn command_complete(buf: &mut BytesMut, tag: &str) {
+    let at = begin(buf, b'C');
+    put_cstr(buf, tag.as_bytes());
+    finish(buf, at);
+}
+
+/// NoticeResponse with a detail field (SHOW HELP).
+pub fn notice_with_detail(buf: &mut BytesMut, message: &str, detail: &str) {
+    let at = begin(buf, b'N');
+    for (f, v) in [
+        (b'S', "NOTICE"),
+        (b'V', "NOTICE"),
+        (b'C', "00000"),
+        (b'M', message),
+        (b'D', detail),
+    ] {
+        buf.put_u8(f);
+        put_cstr(buf, v.as_bytes());
+    }
+    buf.put_u8(0);
+    finish(buf, at);
+}

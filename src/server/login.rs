@@ -215,6 +215,7 @@ async fn connect_inner(
         params: set,
         created: now,
         last_used: now,
+        epoch: 0,
     };
     if let Some(q) = &target.connect_query
         && let Err(e) = run_simple(&mut conn, q, tracked).await

@@ -82,6 +82,8 @@ pub struct ServerConn {
     pub params: ParamSet,
     pub created: Instant,
     pub last_used: Instant,
+    /// The pool's reconnect epoch when this connection was opened (RECONNECT, changed host).
+    pub epoch: u64,
 }
 
 impl ServerConn {

@@ -43,6 +43,17 @@ impl Stream {
         }
     }
 
+    /// Local address and port (`unix` and 0 for a unix socket).
+    pub fn local_addr(&self) -> (String, u16) {
+        match self {
+            Stream::Tcp(s) => s
+                .local_addr()
+                .map(|a| (a.ip().to_string(), a.port()))
+                .unwrap_or_default(),
+            Stream::Unix(_) => ("unix".into(), 0),
+        }
+    }
+
     pub fn is_unix(&self) -> bool {
         matches!(self, Stream::Unix(_))
     }
