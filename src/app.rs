@@ -81,7 +81,24 @@ pub async fn serve(cfg: Config, ready: impl FnOnce()) -> Result<(), AppError> {
     });
     let hba = load_hba(&cfg);
     let listeners = listener::bind(&cfg.general).await?;
+    let metrics =
+        match &cfg.general.metrics_listen {
+            Some(a) => Some(crate::stats::http::bind(a).await.map_err(|e| {
+                listener::ListenError::Bind {
+                    addr: a.clone(),
+                    source: e,
+                }
+            })?),
+            None => None,
+        };
     let shared = Shared::new(cfg, userlist, hba);
+    if let Some(m) = metrics {
+        tracing::info!(
+            "metrics on http://{}/metrics",
+            m.local_addr().map(|a| a.to_string()).unwrap_or_default()
+        );
+        tokio::spawn(crate::stats::http::serve(m, shared.clone()));
+    }
     for l in listeners {
         tokio::spawn(listener::serve(l, shared.clone()));
     }
@@ -97,6 +114,7 @@ pub async fn serve(cfg: Config, ready: impl FnOnce()) -> Result<(), AppError> {
         },
         g.general.listen_port
     );
+    shared.listening.store(true, Ordering::Relaxed);
     ready();
     signals(shared).await
 }

@@ -98,6 +98,7 @@ pub fn main() -> i32 {
         logfile.as_deref(),
         o.quiet || o.daemon,
         o.verbose.max(cfg.general.verbose),
+        cfg.general.log_json,
     ) {
         eprintln!("pgmux: cannot open logfile: {e}");
         return 1;

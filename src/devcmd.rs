@@ -15,7 +15,7 @@ pub fn run(args: &[String]) -> i32 {
             }
         }
     }
-    let _ = crate::logging::init(None, false, 0);
+    let _ = crate::logging::init(None, false, 0, false);
     eprintln!("pgmux dev: starting a throwaway PostgreSQL...");
     let env = match crate::dev::prepare_dev_env(port) {
         Ok(e) => e,

@@ -11,6 +11,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 struct PgbFormat {
     pid: u32,
+    json: bool,
 }
 
 impl<S, N> FormatEvent<S, N> for PgbFormat
@@ -31,6 +32,19 @@ where
             Level::DEBUG => "DEBUG",
             Level::TRACE => "NOISE",
         };
+        if self.json {
+            let mut msg = String::new();
+            ctx.field_format()
+                .format_fields(Writer::new(&mut msg), event)?;
+            return writeln!(
+                w,
+                "{{\"time\":\"{} UTC\",\"pid\":{},\"level\":\"{}\",\"message\":\"{}\"}}",
+                timestamp(SystemTime::now()),
+                self.pid,
+                level,
+                json_escape(&msg)
+            );
+        }
         write!(
             w,
             "{} UTC [{}] {} ",
@@ -41,6 +55,23 @@ where
         ctx.field_format().format_fields(w.by_ref(), event)?;
         writeln!(w)
     }
+}
+
+/// A JSON string body: quotes, backslashes and control characters escaped.
+pub fn json_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\r' => o.push_str("\\r"),
+            '\t' => o.push_str("\\t"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o
 }
 
 /// `YYYY-MM-DD HH:MM:SS.mmm` in UTC without a date library.
@@ -103,7 +134,12 @@ impl<'a> MakeWriter<'a> for Sink {
 }
 
 /// Install the global subscriber. `verbose` 0 = LOG, 1 = DEBUG, 2+ = NOISE.
-pub fn init(logfile: Option<&std::path::Path>, quiet: bool, verbose: u32) -> std::io::Result<()> {
+pub fn init(
+    logfile: Option<&std::path::Path>,
+    quiet: bool,
+    verbose: u32,
+    json: bool,
+) -> std::io::Result<()> {
     let file = match logfile {
         Some(p) => Some(Arc::new(Mutex::new(
             std::fs::OpenOptions::new()
@@ -127,6 +163,7 @@ pub fn init(logfile: Option<&std::path::Path>, quiet: bool, verbose: u32) -> std
         .with_writer(sink)
         .event_format(PgbFormat {
             pid: std::process::id(),
+            json,
         })
         .try_init();
     Ok(())
@@ -136,6 +173,11 @@ pub fn init(logfile: Option<&std::path::Path>, quiet: bool, verbose: u32) -> std
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn json_escaping() {
+        assert_eq!(json_escape("a\"b\\c\nd\u{1}"), "a\\\"b\\\\c\\nd\\u0001");
+    }
 
     #[test]
     fn formats_utc() {

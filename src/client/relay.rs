@@ -4,6 +4,8 @@
 //! ReadyForQuery 'I' with no Sync/Query outstanding, no unsynced extended-protocol messages, not in
 //! COPY-in, and nothing half-forwarded. Both directions are full duplex with bounded buffers.
 
+mod acquire;
+
 use super::{ClientConn, ClientError};
 use crate::cancel::CancelSlot;
 use crate::client::timers::{self, ClientTimers, Limits, now_ms};
@@ -363,136 +365,6 @@ impl<'a> Relay<'a> {
             && self.cscan.at_boundary()
             && self.sscan.at_boundary()
             && self.s_in.is_empty()
-    }
-
-    /// Take a server for the next transaction and bring its tracked parameters in line.
-    async fn acquire(&mut self) -> Result<(), ClientError> {
-        let wait_start = Instant::now();
-        if let Some(t) = &self.timers {
-            t.wait_start.store(now_ms(), Relaxed);
-            t.state.store(timers::WAITING, Relaxed);
-        }
-        if self.shared.shutdown_mode.load(Relaxed) == crate::state::SHUTDOWN_WAIT_FOR_SERVERS {
-            return Err(ClientError::fatal("server shutting down"));
-        }
-        // PAUSE / SUSPEND: new transactions wait for RESUME, bounded by query_wait_timeout
-        if self.shared.pause.is_paused(&self.pool.db) {
-            let limit = self.pool.settings().query_wait_timeout;
-            let t = self.timers.clone();
-            tokio::select! {
-                ok = self.shared.pause.wait_resumed(&self.pool.db, limit) => if !ok {
-                    return Err(ClientError::fatal("query_wait_timeout"));
-                },
-                _ = killed(t.as_deref()) => return Err(killed_error(t.as_deref())),
-            }
-        }
-        loop {
-            let t = self.timers.clone();
-            let mut server = tokio::select! {
-                r = self.checkout_with_notice() => r.map_err(checkout_error)?,
-                _ = killed(t.as_deref()) => return Err(killed_error(t.as_deref())),
-            };
-            // server_check_delay / server_check_query: test a server that sat idle too long
-            if let Some(q) = &self.check_query
-                && server.last_used.elapsed() >= self.check_delay
-                && run_simple(&mut server, q, &self.shared.tracked)
-                    .await
-                    .is_err()
-            {
-                self.pool.close_active(server, "server check failed");
-                continue;
-            }
-            if let Some(sql) = self.params.sync_sql(&server.params, &self.shared.tracked) {
-                match run_simple(&mut server, &sql, &self.shared.tracked).await {
-                    Ok(()) => {
-                        for i in 0..self.shared.tracked.len() {
-                            if self.params.get(i).is_some()
-                                && let Some(v) = server.params.get(i)
-                            {
-                                let v = v.to_string();
-                                self.params.set(i, &v);
-                            }
-                        }
-                    }
-                    Err(crate::server::ServerError::Login { sqlstate, message }) => {
-                        self.pool.close_active(server, "invalid server parameter");
-                        return Err(ClientError::Fatal { sqlstate, message });
-                    }
-                    Err(_) => {
-                        // the idle server died under us: try another one
-                        self.pool.close_active(server, "server conn crashed?");
-                        continue;
-                    }
-                }
-            }
-            let stats = &self.pool.stats;
-            let waited = wait_start.elapsed().as_micros() as u64;
-            crate::pool::stats::PoolStats::add(&stats.wait_time_us, waited);
-            stats.wait_hist.observe(waited);
-            crate::pool::stats::PoolStats::add(&stats.server_assignments, 1);
-            self.slot.link(&server.addr, server.key);
-            if let Some(t) = &self.timers {
-                let now = now_ms();
-                t.xact_start.store(now, Relaxed);
-                t.server_activity.store(now, Relaxed);
-                t.wait_start.store(0, Relaxed);
-                t.request_time.store(now, Relaxed);
-                t.server_id.store(server.id, Relaxed);
-                t.state.store(timers::LINKED, Relaxed);
-            }
-            self.status = b'I';
-            self.xact_start = Some(Instant::now());
-            self.server = Some(server);
-            return Ok(());
-        }
-    }
-
-    /// Checkout; if the client has to wait longer than query_wait_notify, tell it once with
-    /// PgBouncer's NOTICE. The timer is armed only when the checkout did not succeed at once.
-    async fn checkout_with_notice(&mut self) -> Result<ServerConn, CheckoutError> {
-        let pool = self.pool.clone();
-        let fut = pool.checkout();
-        tokio::pin!(fut);
-        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
-        if let std::task::Poll::Ready(r) = first {
-            return r;
-        }
-        // query_timeout also bounds the wait for a server: PgBouncer's `query_timeout` (underscore)
-        let qt = self
-            .timers
-            .as_ref()
-            .map(|t| t.limits.query_timeout)
-            .unwrap_or(0);
-        let waited = async {
-            if qt == 0 {
-                std::future::pending::<()>().await
-            } else {
-                tokio::time::sleep(std::time::Duration::from_millis(qt)).await
-            }
-        };
-        tokio::pin!(waited);
-        if !self.query_wait_notify.is_zero() {
-            tokio::select! {
-                r = &mut fut => return r,
-                _ = &mut waited => return Err(CheckoutError::QueryTimeout),
-                _ = tokio::time::sleep(self.query_wait_notify) => {
-                    if self.s_out.is_empty() {
-                        let mut b = BytesMut::new();
-                        crate::protocol::backend::notice_response(
-                            &mut b,
-                            "NOTICE",
-                            "00000",
-                            "No server connection available in postgres backend, client being queued",
-                        );
-                        let _ = self.conn.write_all(&b).await;
-                    }
-                }
-            }
-        }
-        tokio::select! {
-            r = &mut fut => r,
-            _ = &mut waited => Err(CheckoutError::QueryTimeout),
-        }
     }
 
     fn release(&mut self) {

@@ -35,6 +35,7 @@ const AUTH_TYPES: &[&str] = &[
     "scram-sha-256",
 ];
 const POOL_MODES: &[&str] = &["session", "transaction", "statement"];
+const LOG_FORMATS: &[&str] = &["text", "json"];
 const SSLMODES: &[&str] = &[
     "disable",
     "allow",
@@ -119,6 +120,8 @@ pub const SETTINGS: &[Setting] = &[
     s("log_pooler_errors", "1", Int, true, true),
     s("log_stats", "1", Int, true, true),
     s("logfile", "", Str, true, true),
+    // pgmux extension: `json` writes one JSON object per log line (for log collectors)
+    s("log_format", "text", Lookup(LOG_FORMATS), true, false),
     s("max_client_conn", "100", Int, true, true),
     s("max_db_client_connections", "0", Int, true, true),
     s("max_db_connections", "0", Int, true, true),
@@ -126,6 +129,8 @@ pub const SETTINGS: &[Setting] = &[
     s("max_prepared_statements", "200", Int, false, true),
     s("max_user_client_connections", "0", Int, true, true),
     s("max_user_connections", "0", Int, true, true),
+    // pgmux extension: address of the Prometheus /metrics, /healthz and /readyz endpoint ("" = off)
+    s("metrics_listen", "", Str, true, false),
     s("min_pool_size", "0", Int, true, true),
     s("peer_id", "0", Int, false, true),
     s("pidfile", "", Str, true, false),
@@ -349,6 +354,8 @@ pub struct General {
     pub stats_period: Duration,
     pub verbose: u32,
     pub logfile: Option<PathBuf>,
+    pub log_json: bool,
+    pub metrics_listen: Option<String>,
     pub pidfile: Option<PathBuf>,
     pub syslog: bool,
     pub admin_users: Vec<String>,
@@ -433,6 +440,8 @@ impl Default for General {
             stats_period: Duration::ZERO,
             verbose: 0,
             logfile: None,
+            log_json: false,
+            metrics_listen: None,
             pidfile: None,
             syslog: false,
             admin_users: vec![],
@@ -541,6 +550,8 @@ impl General {
             "stats_period" => self.stats_period = Duration::from_secs(parse_u32(v)? as u64),
             "verbose" => self.verbose = parse_u32(v)?,
             "logfile" => self.logfile = opt_path(v),
+            "log_format" => self.log_json = v.trim().eq_ignore_ascii_case("json"),
+            "metrics_listen" => self.metrics_listen = opt_str(v),
             "pidfile" => self.pidfile = opt_path(v),
             "syslog" => self.syslog = parse_bool(v)?,
             "admin_users" => self.admin_users = parse_list(v),

@@ -1,6 +1,8 @@
 //! Statistics over all pools: per-database sums, stats_period averages and the periodic log line.
 
 pub mod histogram;
+pub mod http;
+pub mod metrics;
 
 use crate::pool::stats::Snapshot;
 use crate::state::Shared;
