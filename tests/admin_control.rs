@@ -236,6 +236,27 @@ async fn reload_applies_pool_size_and_passwords_and_refuses_a_broken_file() {
         .unwrap();
     let d = show(&adm2, "DATABASES").await;
     assert_eq!(row(&d, "synergyflow")[5].as_deref(), Some("3"));
+
+    // a database whose host changed: its idle servers are closed, new ones go to the new host
+    let grown = ini.replace("default_pool_size = 2", "default_pool_size = 5");
+    std::fs::write(&mux.ini, &grown).unwrap();
+    adm2.simple_query("RELOAD").await.unwrap();
+    c.simple_query("select 1").await.unwrap();
+    assert!(backends(&pg, "synergyflow", &seed.app_user) >= 1);
+    let moved = grown.replace("synergyflow = host=127.0.0.1", "synergyflow = host=localhost");
+    assert_ne!(moved, grown);
+    std::fs::write(&mux.ini, moved).unwrap();
+    adm2.simple_query("RELOAD").await.unwrap();
+    assert_eq!(
+        backends(&pg, "synergyflow", &seed.app_user),
+        0,
+        "idle servers of the moved database are closed at once"
+    );
+    let d = show(&adm2, "DATABASES").await;
+    assert_eq!(row(&d, "synergyflow")[1].as_deref(), Some("localhost"));
+    c.simple_query("select 1").await.unwrap();
+    let servers = show(&adm2, "SERVERS").await;
+    assert!(servers.iter().any(|r| r[2].as_deref() == Some("synergyflow")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,6 +377,28 @@ async fn sigterm_waits_for_clients_to_leave() {
     drop(c);
     let code = tokio::task::block_in_place(|| mux.signal_and_wait(0, Duration::from_secs(10)));
     assert_eq!(code, Some(0));
+
+    // a second SIGTERM (or SIGINT) exits at once even with clients connected; SIGQUIT too
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let mut mux = start(&pg, &seed, "");
+        let url = mux.url("synergyflow", &seed.app_user, &seed.app_password);
+        let c = connect(&url).await.unwrap();
+        c.simple_query("begin").await.unwrap();
+        unsafe { libc::kill(mux.pid() as i32, sig) };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let t = Instant::now();
+        let code = tokio::task::block_in_place(|| mux.signal_and_wait(sig, Duration::from_secs(5)));
+        assert_eq!(code, Some(0));
+        assert!(t.elapsed() < Duration::from_secs(2));
+    }
+    let mut mux = start(&pg, &seed, "");
+    let c = connect(&mux.url("synergyflow", &seed.app_user, &seed.app_password))
+        .await
+        .unwrap();
+    c.simple_query("begin").await.unwrap();
+    let code =
+        tokio::task::block_in_place(|| mux.signal_and_wait(libc::SIGQUIT, Duration::from_secs(3)));
+    assert_eq!(code, Some(0), "SIGQUIT exits immediately");
 }
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
