@@ -243,7 +243,10 @@ async fn reload_applies_pool_size_and_passwords_and_refuses_a_broken_file() {
     adm2.simple_query("RELOAD").await.unwrap();
     c.simple_query("select 1").await.unwrap();
     assert!(backends(&pg, "synergyflow", &seed.app_user) >= 1);
-    let moved = grown.replace("synergyflow = host=127.0.0.1", "synergyflow = host=localhost");
+    let moved = grown.replace(
+        "synergyflow = host=127.0.0.1",
+        "synergyflow = host=localhost",
+    );
     assert_ne!(moved, grown);
     std::fs::write(&mux.ini, moved).unwrap();
     adm2.simple_query("RELOAD").await.unwrap();
@@ -256,7 +259,11 @@ async fn reload_applies_pool_size_and_passwords_and_refuses_a_broken_file() {
     assert_eq!(row(&d, "synergyflow")[1].as_deref(), Some("localhost"));
     c.simple_query("select 1").await.unwrap();
     let servers = show(&adm2, "SERVERS").await;
-    assert!(servers.iter().any(|r| r[2].as_deref() == Some("synergyflow")));
+    assert!(
+        servers
+            .iter()
+            .any(|r| r[2].as_deref() == Some("synergyflow"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
