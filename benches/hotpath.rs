@@ -124,6 +124,7 @@ fn pool(c: &mut Criterion) {
                 created: now,
                 last_used: now,
                 epoch: 0,
+                prepared: Default::default(),
             });
         }
         std::mem::forget(peers); // keep the other ends open for the whole run

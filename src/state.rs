@@ -52,6 +52,8 @@ pub struct Shared {
     pub listening: AtomicBool,
     /// Connected admin-console sessions.
     pub admin_clients: AtomicUsize,
+    /// Pooler-wide prepared statements (max_prepared_statements).
+    pub statements: crate::client::prepared::StatementRegistry,
 }
 
 pub const SHUTDOWN_WAIT_FOR_SERVERS: u8 = 1;
@@ -77,6 +79,7 @@ impl Shared {
             control_rx: std::sync::Mutex::new(Some(control_rx)),
             listening: AtomicBool::new(false),
             admin_clients: AtomicUsize::new(0),
+            statements: crate::client::prepared::StatementRegistry::new(100_000, 64 << 20),
             config: RwLock::new(Arc::new(config)),
             userlist: RwLock::new(Arc::new(userlist)),
             hba: RwLock::new(Arc::new(hba)),

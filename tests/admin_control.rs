@@ -290,10 +290,11 @@ async fn kill_client_disable_and_kill_database() {
     adm.simple_query(&format!("KILL_CLIENT {id}"))
         .await
         .unwrap();
-    let e = victim.simple_query("select 1").await.unwrap_err();
+    // the client is gone (the FATAL may race with the socket closing, so check the log too)
+    assert!(victim.simple_query("select 1").await.is_err());
     assert!(
-        e.to_string().contains("admin forced disconnect") || victim.is_closed(),
-        "{e}"
+        mux.log_text()
+            .contains("closing because: admin forced disconnect")
     );
     bystander.simple_query("select 1").await.unwrap();
     let e = adm
@@ -317,11 +318,8 @@ async fn kill_client_disable_and_kill_database() {
 
     // KILL db: its clients are dropped with "database removed", it stays paused until RESUME
     adm.simple_query("KILL synergyflow").await.unwrap();
-    let e = bystander.simple_query("select 1").await.unwrap_err();
-    assert!(
-        e.to_string().contains("database removed") || bystander.is_closed(),
-        "{e}"
-    );
+    assert!(bystander.simple_query("select 1").await.is_err());
+    assert!(mux.log_text().contains("closing because: database removed"));
     let late = connect(&url).await.unwrap();
     let q = tokio::spawn(async move { late.simple_query("select 1").await.map(|_| ()) });
     tokio::time::sleep(Duration::from_millis(500)).await;

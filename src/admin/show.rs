@@ -429,7 +429,7 @@ fn client_row(c: &ClientTimers, debug: bool) -> Row {
         n(m.remote_pid),
         t(""),
         t(&m.application_name),
-        n(0),
+        n(c.prepared.load(Relaxed)),
         n(m.id),
     ];
     if debug {
@@ -497,7 +497,7 @@ fn sockets(shared: &Shared, out: &mut BytesMut, which: Which, debug: bool) {
                     n(s.remote_pid),
                     t(""),
                     t(""),
-                    n(0),
+                    n(s.prepared.load(Relaxed)),
                     n(s.id),
                 ];
                 if debug {

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod lookup;
 pub mod peer;
+pub mod prepared;
 pub mod relay;
 pub mod startup;
 pub mod timers;

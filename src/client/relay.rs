@@ -5,6 +5,7 @@
 //! COPY-in, and nothing half-forwarded. Both directions are full duplex with bounded buffers.
 
 mod acquire;
+mod prepared;
 
 use super::{ClientConn, ClientError};
 use crate::cancel::CancelSlot;
@@ -87,6 +88,33 @@ pub struct Relay<'a> {
     binds: u64,
     /// When the oldest unanswered query (Query, Sync, FunctionCall) was received.
     query_start: Option<Instant>,
+    /// Parse messages sent to servers (differs from `parses` when statements are tracked).
+    server_parses: u64,
+    /// Named prepared statements tracked per client (transaction/statement mode with
+    /// max_prepared_statements > 0).
+    ps: Option<Box<crate::client::prepared::ClientStatements>>,
+    /// max_prepared_statements: the per-server LRU size.
+    ps_cap: usize,
+    /// A message that needs a linked server was left unscanned.
+    need_server: bool,
+    /// Scanning stopped at a message that waits (for a server or a pending Parse): reading
+    /// from the client pauses once a backlog builds up.
+    ps_stalled: bool,
+    copy: CopyTrack,
+}
+
+/// Syncs around an extended-protocol COPY FROM STDIN (the server ignores those it receives in
+/// COPY-in mode).
+#[derive(Debug, Default, Clone, Copy)]
+struct CopyTrack {
+    /// The client's latest request was an Execute.
+    last_exec: bool,
+    /// Syncs sent since that Execute and before a CopyDone/CopyFail.
+    syncs_after_exec: u32,
+    /// The client sent CopyDone or CopyFail since that Execute.
+    end_seen: bool,
+    /// The server is in COPY-in mode and the client has not ended it: its Syncs are ignored.
+    ignoring: bool,
 }
 
 impl<'a> Relay<'a> {
@@ -104,10 +132,11 @@ impl<'a> Relay<'a> {
         let timers = Some(t);
         let cfg = shared.config();
         let max = cfg.general.max_packet_size as usize;
+        let mode = pool.settings().mode;
         Relay {
             conn,
             shared,
-            mode: pool.settings().mode,
+            mode,
             pool,
             params,
             slot,
@@ -142,6 +171,13 @@ impl<'a> Relay<'a> {
             parses: 0,
             binds: 0,
             query_start: None,
+            server_parses: 0,
+            ps: (cfg.general.max_prepared_statements > 0 && mode != Mode::Session)
+                .then(Default::default),
+            ps_cap: cfg.general.max_prepared_statements as usize,
+            need_server: false,
+            ps_stalled: false,
+            copy: CopyTrack::default(),
         }
     }
 
@@ -160,8 +196,11 @@ impl<'a> Relay<'a> {
             if self.terminated {
                 return Ok(());
             }
-            if self.server.is_none() && !self.c_out.is_empty() {
+            if self.server.is_none() && (!self.c_out.is_empty() || self.need_server) {
                 self.acquire().await?;
+                self.need_server = false;
+                // scan again with the server known (prepared statements are rewritten for it)
+                continue;
             }
             if self.server.is_some() && self.releasable() && self.mode != Mode::Session {
                 self.release();
@@ -172,7 +211,8 @@ impl<'a> Relay<'a> {
 
     /// One round of I/O: read or write whichever side is ready.
     async fn step(&mut self) -> Result<(), ClientError> {
-        let c_room = self.c_out.len() < BACKPRESSURE;
+        let c_room = self.c_out.len() < BACKPRESSURE
+            && !(self.ps_stalled && self.conn.rbuf.len() >= BACKPRESSURE);
         let s_room = self.s_out.len() < BACKPRESSURE;
         let cbuf = &mut self.conn.rbuf;
         if cbuf.capacity() - cbuf.len() < 512 {
@@ -242,24 +282,52 @@ impl<'a> Relay<'a> {
 
     /// Walk new client messages: count requests, drop Terminate and stray COPY data.
     fn scan_client(&mut self) -> Result<(), ClientError> {
-        let buf = &mut self.conn.rbuf;
-        while let Some(m) = self.cscan.next(buf, |_| false)? {
+        let ps = self.ps.is_some();
+        self.ps_stalled = false;
+        loop {
+            let buf = &mut self.conn.rbuf;
+            let m = if ps {
+                self.cscan.next_need(buf, prepared::client_need)?
+            } else {
+                self.cscan.next(buf, |_| false)?
+            };
+            let Some(m) = m else { break };
+            if ps {
+                match self.ps_client(&m)? {
+                    prepared::PsFlow::Continue => {}
+                    prepared::PsFlow::Consumed => continue,
+                    // left for when a server is linked
+                    prepared::PsFlow::Wait => {
+                        self.ps_stalled = true;
+                        break;
+                    }
+                }
+            }
+            let buf = &mut self.conn.rbuf;
             match m.tag {
                 b'Q' => {
                     if self.disable_pqexec {
                         return Err(ClientError::fatal("PQexec disallowed"));
                     }
                     self.pending += 1;
+                    self.copy.last_exec = false;
                     mark_query(&mut self.query_start, self.timers.as_deref());
                 }
                 b'F' => {
+                    self.copy.last_exec = false;
                     self.pending += 1;
                     mark_query(&mut self.query_start, self.timers.as_deref());
                 }
                 b'S' => {
-                    self.pending += 1;
                     self.ext_open = false;
-                    mark_query(&mut self.query_start, self.timers.as_deref());
+                    // a Sync sent while the server is in COPY-in mode is ignored by it
+                    if !self.copy.ignoring {
+                        self.pending += 1;
+                        if self.copy.last_exec && !self.copy.end_seen {
+                            self.copy.syncs_after_exec += 1;
+                        }
+                        mark_query(&mut self.query_start, self.timers.as_deref());
+                    }
                 }
                 b'P' => {
                     self.parses += 1;
@@ -269,7 +337,14 @@ impl<'a> Relay<'a> {
                     self.binds += 1;
                     self.ext_open = true;
                 }
-                b'D' | b'E' | b'C' => self.ext_open = true,
+                b'E' => {
+                    self.ext_open = true;
+                    self.copy = CopyTrack {
+                        last_exec: true,
+                        ..Default::default()
+                    };
+                }
+                b'D' | b'C' => self.ext_open = true,
                 b'H' => {}
                 b'd' | b'c' | b'f' => {
                     if self.server.is_none() && self.c_out.is_empty() && m.start == 0 {
@@ -277,6 +352,8 @@ impl<'a> Relay<'a> {
                         self.cscan.discard_head(buf);
                     } else if m.tag != b'd' {
                         self.copy_in = false;
+                        self.copy.end_seen = true;
+                        self.copy.ignoring = false;
                     }
                 }
                 b'X' => {
@@ -291,13 +368,16 @@ impl<'a> Relay<'a> {
                 }
             }
         }
-        let done = self.cscan.take_scanned(buf);
+        let done = self.cscan.take_scanned(&mut self.conn.rbuf);
         append(&mut self.c_out, done);
         Ok(())
     }
 
     /// Walk new server messages: ReadyForQuery, tracked ParameterStatus, COPY-in start.
     fn scan_server(&mut self) -> Result<(), ClientError> {
+        if self.ps.is_some() {
+            return self.scan_server_ps();
+        }
         loop {
             let m = match self.sscan.next(&mut self.s_in, |t| t == b'Z' || t == b'S') {
                 Ok(Some(m)) => m,
@@ -307,57 +387,79 @@ impl<'a> Relay<'a> {
                     return Err(ClientError::fatal("server conn crashed?"));
                 }
             };
-            match m.tag {
-                b'Z' => {
-                    let body = m.body.unwrap();
-                    self.status = self.s_in.get(body.start).copied().unwrap_or(b'I');
-                    self.pending = self.pending.saturating_sub(1);
-                    self.queries += 1;
-                    if let Some(t) = self.query_start.take() {
-                        let us = t.elapsed().as_micros() as u64;
-                        self.query_time_us += us;
-                        self.pool.stats.query_hist.observe(us);
-                        if self.pending > 0 {
-                            self.query_start = Some(Instant::now());
-                        }
-                    }
-                    if self.status == b'T' && self.mode == Mode::Statement {
-                        return Err(ClientError::fatal(
-                            "transaction blocks not allowed in statement pooling mode",
-                        ));
-                    }
-                    if self.pending == 0 {
-                        self.copy_in = false;
-                        if let Some(t) = &self.timers {
-                            t.query_start.store(0, Relaxed);
-                            t.idle_tx.store((self.status != b'I') as u8, Relaxed);
-                        }
-                    }
-                }
-                b'S' => {
-                    let body = &self.s_in[m.body.unwrap()];
-                    if let Some((k, rest)) = take_cstr(body)
-                        && let Some((v, _)) = take_cstr(rest)
-                        && let Some(i) = self.shared.tracked.index_bytes(k)
-                    {
-                        let v = String::from_utf8_lossy(v);
-                        self.params.set(i, &v);
-                        if let Some(s) = self.server.as_mut() {
-                            s.params.set(i, &v);
-                        }
-                    }
-                }
-                b'G' | b'W' => self.copy_in = true,
-                _ => {}
-            }
+            self.on_server_msg(&m)?;
         }
         let done = self.sscan.take_scanned(&mut self.s_in);
         append(&mut self.s_out, done);
         Ok(())
     }
 
+    /// Bookkeeping for one server message: ReadyForQuery, tracked ParameterStatus, COPY-in start.
+    fn on_server_msg(&mut self, m: &crate::protocol::scan::Msg) -> Result<(), ClientError> {
+        match m.tag {
+            b'Z' => {
+                let body = m.body.clone().unwrap();
+                self.status = self.s_in.get(body.start).copied().unwrap_or(b'I');
+                self.pending = self.pending.saturating_sub(1);
+                self.queries += 1;
+                if let Some(t) = self.query_start.take() {
+                    let us = t.elapsed().as_micros() as u64;
+                    self.query_time_us += us;
+                    self.pool.stats.query_hist.observe(us);
+                    if self.pending > 0 {
+                        self.query_start = Some(Instant::now());
+                    }
+                }
+                if self.status == b'T' && self.mode == Mode::Statement {
+                    return Err(ClientError::fatal(
+                        "transaction blocks not allowed in statement pooling mode",
+                    ));
+                }
+                if self.pending == 0 {
+                    self.copy_in = false;
+                    if let Some(t) = &self.timers {
+                        t.query_start.store(0, Relaxed);
+                        t.idle_tx.store((self.status != b'I') as u8, Relaxed);
+                    }
+                }
+            }
+            b'S' => {
+                let body = &self.s_in[m.body.clone().unwrap()];
+                if let Some((k, rest)) = take_cstr(body)
+                    && let Some((v, _)) = take_cstr(rest)
+                    && let Some(i) = self.shared.tracked.index_bytes(k)
+                {
+                    let v = String::from_utf8_lossy(v);
+                    self.params.set(i, &v);
+                    if let Some(s) = self.server.as_mut() {
+                        s.params.set(i, &v);
+                    }
+                }
+            }
+            b'G' | b'W' => {
+                self.copy_in = true;
+                // COPY FROM STDIN run by Execute: Syncs the client pipelined after that Execute
+                // (before its CopyDone) are ignored by the server, so no ReadyForQuery comes
+                if m.tag == b'G' && self.copy.last_exec {
+                    let n = std::mem::take(&mut self.copy.syncs_after_exec);
+                    self.pending = self.pending.saturating_sub(n);
+                    if let Some(ps) = self.ps.as_mut() {
+                        ps.drop_ignored_syncs(n as usize);
+                    }
+                    if !self.copy.end_seen {
+                        self.copy.ignoring = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     fn releasable(&self) -> bool {
-        self.status == b'I'
+        self.ps.as_ref().is_none_or(|p| p.expect.is_empty())
+            && !self.need_server
+            && self.status == b'I'
             && self.pending == 0
             && !self.ext_open
             && !self.copy_in
@@ -393,8 +495,12 @@ impl<'a> Relay<'a> {
         P::add(&s.query_time_us, std::mem::take(&mut self.query_time_us));
         let parses = std::mem::take(&mut self.parses);
         P::add(&s.client_parses, parses);
-        // every Parse is forwarded as is until prepared-statement handling arrives
-        P::add(&s.server_parses, parses);
+        let sp = std::mem::take(&mut self.server_parses);
+        // without statement tracking every Parse goes to the server as is
+        P::add(
+            &s.server_parses,
+            if self.ps.is_some() { sp } else { parses },
+        );
         P::add(&s.binds, std::mem::take(&mut self.binds));
         if let Some(t) = self.xact_start.take() {
             let us = t.elapsed().as_micros() as u64;

@@ -130,6 +130,8 @@ pub struct ClientTimers {
     pub wait_start: AtomicU64,
     /// Last time the client sent a request.
     pub request_time: AtomicU64,
+    /// Named prepared statements the client holds (SHOW CLIENTS).
+    pub prepared: std::sync::atomic::AtomicUsize,
     pub state: AtomicU8,
     /// First request of the query in flight (0: none).
     pub query_start: AtomicU64,
@@ -157,6 +159,7 @@ impl ClientTimers {
             server_id: AtomicU64::new(0),
             wait_start: AtomicU64::new(0),
             request_time: AtomicU64::new(now_ms()),
+            prepared: Default::default(),
             state: AtomicU8::new(IDLE),
             query_start: AtomicU64::new(0),
             xact_start: AtomicU64::new(0),

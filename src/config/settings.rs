@@ -126,7 +126,7 @@ pub const SETTINGS: &[Setting] = &[
     s("max_db_client_connections", "0", Int, true, true),
     s("max_db_connections", "0", Int, true, true),
     s("max_packet_size", "2147483647", Int, true, true),
-    s("max_prepared_statements", "200", Int, false, true),
+    s("max_prepared_statements", "200", Int, true, true),
     s("max_user_client_connections", "0", Int, true, true),
     s("max_user_connections", "0", Int, true, true),
     // pgmux extension: address of the Prometheus /metrics, /healthz and /readyz endpoint ("" = off)

@@ -16,6 +16,8 @@ pub struct ServerMeta {
     pub local_port: u16,
     pub connect_time: SystemTime,
     pub remote_pid: u32,
+    /// Statements prepared on it (SHOW SERVERS prepared_statements).
+    pub prepared: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Server counts for SHOW POOLS.
@@ -133,5 +135,6 @@ pub(super) fn server_meta(s: &ServerConn) -> ServerMeta {
         local_port,
         connect_time: SystemTime::now() - s.age(),
         remote_pid: s.key.0,
+        prepared: s.prepared.count.clone(),
     }
 }

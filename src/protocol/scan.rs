@@ -93,6 +93,25 @@ impl Scanner {
         buf: &mut BytesMut,
         need_body: impl Fn(u8) -> bool,
     ) -> Result<Option<Msg>, ProtocolError> {
+        self.next_need(buf, |t| if need_body(t) { usize::MAX } else { 0 })
+    }
+
+    /// Un-scan the message just returned by `next`/`next_need` (it starts at `start` and none of
+    /// it has been taken), so the next call returns it again.
+    pub fn rewind(&mut self, start: usize) {
+        self.scanned = start;
+        self.remaining = 0;
+        self.discarding = false;
+    }
+
+    /// Like `next`, but `need(tag)` says how many body bytes must be present before the message
+    /// is returned: 0 = none (streamed), `usize::MAX` = the whole body, n = the first n bytes
+    /// (or the whole body if shorter); `body` then covers what is held, the rest streams.
+    pub fn next_need(
+        &mut self,
+        buf: &mut BytesMut,
+        need: impl Fn(u8) -> usize,
+    ) -> Result<Option<Msg>, ProtocolError> {
         if self.remaining > 0 {
             let avail = buf.len() - self.scanned;
             let t = avail.min(self.remaining);
@@ -128,7 +147,8 @@ impl Scanner {
             return Err(ProtocolError::BadHeader);
         }
         let body_len = len - 4;
-        if need_body(tag) {
+        let want = need(tag).min(body_len);
+        if want == body_len && want > 0 || need(tag) == usize::MAX {
             if buf.len() - s - 5 < body_len {
                 return Ok(None);
             }
@@ -138,6 +158,19 @@ impl Scanner {
                 start: s,
                 body_len,
                 body: Some(s + 5..s + 5 + body_len),
+            }));
+        }
+        if want > 0 {
+            if buf.len() - s - 5 < want {
+                return Ok(None);
+            }
+            self.scanned = s + 5 + want;
+            self.remaining = body_len - want;
+            return Ok(Some(Msg {
+                tag,
+                start: s,
+                body_len,
+                body: Some(s + 5..s + 5 + want),
             }));
         }
         let avail = buf.len() - s - 5;
@@ -184,6 +217,32 @@ mod tests {
         assert_eq!(seen, vec![b'D', b'Z', b'C']);
         assert_eq!(sc.scanned(), stream.len());
         assert!(sc.at_boundary());
+    }
+
+    #[test]
+    fn prefix_then_stream() {
+        let stream = msg(b'B', &[9u8; 300]);
+        let mut buf = BytesMut::from(&stream[..50]);
+        let mut sc = Scanner::new(1 << 20);
+        assert!(sc.next_need(&mut buf, |_| 100).unwrap().is_none());
+        buf.extend_from_slice(&stream[50..120]);
+        let m = sc.next_need(&mut buf, |_| 100).unwrap().unwrap();
+        assert_eq!(m.body, Some(5..105));
+        assert!(!sc.at_boundary());
+        assert_eq!(sc.scanned(), 105);
+        buf.extend_from_slice(&stream[120..]);
+        assert!(sc.next_need(&mut buf, |_| 100).unwrap().is_none());
+        assert!(sc.at_boundary());
+        assert_eq!(sc.scanned(), stream.len());
+        // a short message is held whole
+        let short = msg(b'B', b"ab");
+        let mut buf = BytesMut::from(&short[..]);
+        let mut sc = Scanner::new(1 << 20);
+        let m = sc.next_need(&mut buf, |_| 100).unwrap().unwrap();
+        assert_eq!(m.body, Some(5..7));
+        assert!(sc.at_boundary());
+        sc.rewind(0);
+        assert_eq!(sc.scanned(), 0);
     }
 
     #[test]

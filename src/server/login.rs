@@ -216,6 +216,7 @@ async fn connect_inner(
         created: now,
         last_used: now,
         epoch: 0,
+        prepared: Default::default(),
     };
     if let Some(q) = &target.connect_query
         && let Err(e) = run_simple(&mut conn, q, tracked).await

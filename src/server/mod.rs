@@ -2,6 +2,7 @@
 
 pub mod auth_query;
 pub mod login;
+pub mod prepared;
 pub mod stream;
 
 use crate::params::ParamSet;
@@ -84,6 +85,8 @@ pub struct ServerConn {
     pub last_used: Instant,
     /// The pool's reconnect epoch when this connection was opened (RECONNECT, changed host).
     pub epoch: u64,
+    /// Named statements prepared on this server by pgmux (max_prepared_statements).
+    pub prepared: prepared::PreparedSet,
 }
 
 impl ServerConn {

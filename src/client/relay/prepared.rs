@@ -1,0 +1,435 @@
+//! Named prepared statements in transaction mode: client messages rewritten for the linked
+//! server (pooler-wide names, Parse added where the server lacks a statement, synthetic
+//! ParseComplete/CloseComplete) and server replies matched against the queue of expected ones.
+
+use super::{Relay, append};
+use crate::client::ClientError;
+use crate::client::prepared::{BIND_PREFIX, Expect, Statement, cstr, empty_message};
+use crate::protocol::scan::Msg;
+use bytes::BufMut;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// How much of each client message the rewrite needs to see.
+pub(super) fn client_need(tag: u8) -> usize {
+    match tag {
+        b'P' | b'D' | b'C' => usize::MAX,
+        b'B' => BIND_PREFIX,
+        _ => 0,
+    }
+}
+
+/// Server messages whose bodies are inspected (or that must never be half-forwarded, so a
+/// synthetic reply cannot land inside them).
+fn server_need(tag: u8) -> bool {
+    matches!(tag, b'Z' | b'S' | b'N' | b'A' | b'C' | b'1' | b'3')
+}
+
+/// What the relay does after `ps_client`.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum PsFlow {
+    /// Count the message as usual.
+    Continue,
+    /// pgmux answered it (and the messages after it) itself.
+    Consumed,
+    /// It needs a linked server: left unscanned until after the checkout.
+    Wait,
+}
+
+fn bad_packet() -> ClientError {
+    ClientError::fatal("bad packet")
+}
+
+impl Relay<'_> {
+    /// Handle one client message in prepared-statement mode.
+    pub(super) fn ps_client(&mut self, m: &Msg) -> Result<PsFlow, ClientError> {
+        let expect = match m.tag {
+            b'P' | b'B' | b'D' | b'C' => {
+                if self.server.is_none() && m.tag == b'P' && self.prepare_locally(m)? {
+                    return Ok(PsFlow::Consumed);
+                }
+                if self.server.is_none() {
+                    self.cscan.rewind(m.start);
+                    self.need_server = true;
+                    return Ok(PsFlow::Wait);
+                }
+                if self.must_wait_for_parse(m) {
+                    self.cscan.rewind(m.start);
+                    return Ok(PsFlow::Wait);
+                }
+                self.ps_rewrite(m)?;
+                return Ok(PsFlow::Continue);
+            }
+            b'E' => Expect::Execute,
+            b'S' if self.copy.ignoring => return Ok(PsFlow::Continue),
+            b'S' => Expect::Sync,
+            b'Q' | b'F' => Expect::Simple,
+            _ => return Ok(PsFlow::Continue),
+        };
+        self.ps.as_mut().unwrap().expect.push_back(expect);
+        Ok(PsFlow::Continue)
+    }
+
+    /// A Parse/Bind/Describe that relies on a statement whose Parse went to this server in an
+    /// earlier, still unanswered pipeline segment waits for that answer: if that segment fails,
+    /// the server skips the Parse, and this message must then prepare it again.
+    fn must_wait_for_parse(&self, m: &Msg) -> bool {
+        let (Some(ps), Some(body)) = (self.ps.as_ref(), m.body.as_ref()) else {
+            return false;
+        };
+        let body = &self.conn.rbuf[body.clone()];
+        let name = match m.tag {
+            b'P' => cstr(body).map(|(n, _)| n),
+            b'B' => cstr(body).and_then(|(_, r)| cstr(r)).map(|(n, _)| n),
+            b'D' if body.first() == Some(&b'S') => cstr(&body[1..]).map(|(n, _)| n),
+            _ => None,
+        };
+        let id = match (m.tag, name) {
+            (_, None) => return false,
+            (_, Some(b"")) => return false,
+            (b'P', Some(_)) => match cstr(body) {
+                Some((_, key)) => match self.shared.statements.peek(key) {
+                    Some(id) => id,
+                    None => return false,
+                },
+                None => return false,
+            },
+            (_, Some(n)) => match ps.get(n) {
+                Some(st) => st.id,
+                None => return false,
+            },
+        };
+        let mut pending_parse = false;
+        for e in &ps.expect {
+            match e {
+                Expect::Parse(Some(i), _) | Expect::SwallowParse(i) if *i == id => {
+                    pending_parse = true;
+                }
+                Expect::Sync if pending_parse => return true,
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// libpq's PQprepare (named Parse messages then Sync) from a client outside a transaction
+    /// with no server: answered by pgmux itself, and the statement is prepared on whichever
+    /// server first needs it. A blocking prepare then never waits for a server (pgbench -M
+    /// prepared with more clients than servers would otherwise deadlock its own threads).
+    /// Returns false when the messages do not have that shape; nothing is consumed then.
+    fn prepare_locally(&mut self, m: &Msg) -> Result<bool, ClientError> {
+        if self.status != b'I' || !self.c_out.is_empty() || !self.cscan.at_boundary() {
+            return Ok(false);
+        }
+        if !self.ps.as_ref().is_some_and(|p| p.expect.is_empty()) {
+            return Ok(false);
+        }
+        // walk complete messages from this Parse: named Parses, then one Sync
+        let buf = &self.conn.rbuf[m.start..];
+        let mut at = 0;
+        let mut parses = Vec::new();
+        loop {
+            if buf.len() < at + 5 {
+                return Ok(false);
+            }
+            let len = u32::from_be_bytes(buf[at + 1..at + 5].try_into().unwrap()) as usize;
+            if len < 4 || buf.len() < at + 1 + len {
+                return Ok(false);
+            }
+            let body = &buf[at + 5..at + 1 + len];
+            match buf[at] {
+                b'P' => {
+                    let (name, _) = cstr(body).ok_or_else(bad_packet)?;
+                    if name.is_empty() {
+                        return Ok(false);
+                    }
+                    parses.push((at + 5, at + 5 + name.len(), at + 1 + len));
+                }
+                b'S' if !parses.is_empty() => {
+                    at += 1 + len;
+                    break;
+                }
+                _ => return Ok(false),
+            }
+            at += 1 + len;
+        }
+        // take the Parses and the Sync out of the client's stream and answer them here
+        let mut head = self.cscan.take_scanned(&mut self.conn.rbuf);
+        let tail = head.split_off(m.start);
+        append(&mut self.c_out, head);
+        debug_assert!(tail.len() <= at);
+        let bytes = if tail.len() < at {
+            let mut t = tail;
+            t.unsplit(self.conn.rbuf.split_to(at - t.len()));
+            t
+        } else {
+            tail
+        };
+        for (name_start, name_end, end) in parses {
+            let name = &bytes[name_start..name_end];
+            let st = self.shared.statements.intern(&bytes[name_end + 1..end]);
+            self.ps
+                .as_mut()
+                .unwrap()
+                .add(name, st)
+                .map_err(ClientError::fatal)?;
+            self.parses += 1;
+            empty_message(&mut self.s_out, b'1');
+        }
+        crate::protocol::backend::ready_for_query(&mut self.s_out, b'I');
+        self.count_statements();
+        Ok(true)
+    }
+
+    /// Rewrite a Parse, Bind, Describe or Close for the linked server into `c_out`.
+    fn ps_rewrite(&mut self, m: &Msg) -> Result<(), ClientError> {
+        // everything before this message goes out as it is
+        let mut head = self.cscan.take_scanned(&mut self.conn.rbuf);
+        let msg = head.split_off(m.start);
+        append(&mut self.c_out, head);
+        let body = m
+            .body
+            .as_ref()
+            .map(|r| &msg[r.start - m.start..r.end - m.start])
+            .ok_or_else(bad_packet)?;
+        match m.tag {
+            b'P' => {
+                let (name, key) = cstr(body).ok_or_else(bad_packet)?;
+                self.server_parses += 1;
+                if name.is_empty() {
+                    self.c_out.extend_from_slice(&msg);
+                    self.push(Expect::Parse(None, None));
+                    return Ok(());
+                }
+                let st = self.shared.statements.intern(key);
+                let ps = self.ps.as_mut().unwrap();
+                ps.add(name, st.clone()).map_err(ClientError::fatal)?;
+                let name = bytes::Bytes::copy_from_slice(name);
+                self.count_statements();
+                let server = self.server.as_mut().unwrap();
+                if server.prepared.touch(st.id) {
+                    self.server_parses -= 1;
+                    self.push(Expect::Synthetic(b'1', Some(name)));
+                } else {
+                    self.evict_for(&st);
+                    st.write_parse(&mut self.c_out);
+                    self.push(Expect::Parse(Some(st.id), Some(name)));
+                }
+            }
+            b'B' => {
+                let (portal, rest) = cstr(body).ok_or_else(bad_packet)?;
+                let (stmt, rest) = cstr(rest).ok_or_else(bad_packet)?;
+                if stmt.is_empty() {
+                    self.c_out.extend_from_slice(&msg);
+                } else {
+                    let st = self.statement(stmt)?;
+                    self.ensure_prepared(&st);
+                    let new_len = 4 + m.body_len - stmt.len() + st.name.len();
+                    self.c_out.put_u8(b'B');
+                    self.c_out.put_u32(new_len as u32);
+                    self.c_out.put_slice(portal);
+                    self.c_out.put_u8(0);
+                    self.c_out.put_slice(st.name.as_bytes());
+                    self.c_out.put_u8(0);
+                    // the rest of the held prefix; anything beyond streams through unchanged
+                    self.c_out.put_slice(rest);
+                }
+                self.push(Expect::Bind);
+            }
+            b'D' => {
+                let (&kind, rest) = body.split_first().ok_or_else(bad_packet)?;
+                let (name, _) = cstr(rest).ok_or_else(bad_packet)?;
+                if kind == b'S' && !name.is_empty() {
+                    let st = self.statement(name)?;
+                    self.ensure_prepared(&st);
+                    self.c_out.put_u8(b'D');
+                    self.c_out.put_u32((4 + 1 + st.name.len() + 1) as u32);
+                    self.c_out.put_u8(b'S');
+                    self.c_out.put_slice(st.name.as_bytes());
+                    self.c_out.put_u8(0);
+                } else {
+                    self.c_out.extend_from_slice(&msg);
+                }
+                self.push(if kind == b'S' {
+                    Expect::DescribeStatement
+                } else {
+                    Expect::DescribePortal
+                });
+            }
+            b'C' => {
+                let (&kind, rest) = body.split_first().ok_or_else(bad_packet)?;
+                let (name, _) = cstr(rest).ok_or_else(bad_packet)?;
+                if kind == b'S' && !name.is_empty() {
+                    // only the client's mapping goes; the server keeps it for others
+                    self.ps.as_mut().unwrap().remove(name);
+                    self.count_statements();
+                    self.push(Expect::Synthetic(b'3', None));
+                } else {
+                    self.c_out.extend_from_slice(&msg);
+                    self.push(Expect::Close);
+                }
+            }
+            _ => unreachable!("only P, B, D, C are rewritten"),
+        }
+        self.flush_synthetic();
+        Ok(())
+    }
+
+    fn push(&mut self, e: Expect) {
+        self.ps.as_mut().unwrap().expect.push_back(e);
+    }
+
+    fn count_statements(&self) {
+        if let (Some(t), Some(ps)) = (&self.timers, &self.ps) {
+            t.prepared.store(ps.names.len(), Relaxed);
+        }
+    }
+
+    /// The client's statement by its name, or PgBouncer's FATAL.
+    fn statement(&self, name: &[u8]) -> Result<Arc<Statement>, ClientError> {
+        self.ps
+            .as_ref()
+            .unwrap()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ClientError::fatal("prepared statement did not exist"))
+    }
+
+    /// Make room in the server's LRU for `st`, closing the least recently used statement.
+    fn evict_for(&mut self, st: &Arc<Statement>) {
+        let server = self.server.as_mut().unwrap();
+        if let Some(old) = server.prepared.insert(st.clone(), self.ps_cap) {
+            old.write_close(&mut self.c_out);
+            self.push(Expect::SwallowClose);
+        }
+    }
+
+    /// Prepare `st` on the linked server first if it lacks it (the reply is swallowed).
+    fn ensure_prepared(&mut self, st: &Arc<Statement>) {
+        if self.server.as_mut().unwrap().prepared.touch(st.id) {
+            return;
+        }
+        self.evict_for(st);
+        st.write_parse(&mut self.c_out);
+        self.server_parses += 1;
+        self.push(Expect::SwallowParse(st.id));
+    }
+
+    /// Send the synthetic replies at the head of the queue (everything before them is answered).
+    fn flush_synthetic(&mut self) {
+        if !self.sscan.at_boundary() {
+            return;
+        }
+        let done = self.sscan.take_scanned(&mut self.s_in);
+        append(&mut self.s_out, done);
+        let ps = self.ps.as_mut().unwrap();
+        while let Some(Expect::Synthetic(tag, _)) = ps.expect.front() {
+            empty_message(&mut self.s_out, *tag);
+            ps.expect.pop_front();
+        }
+    }
+
+    /// Server bytes in prepared-statement mode: match replies to the queue, swallow the ones to
+    /// requests pgmux added, and put synthetic replies in their place.
+    pub(super) fn scan_server_ps(&mut self) -> Result<(), ClientError> {
+        loop {
+            let m = match self.sscan.next(&mut self.s_in, server_need) {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(_) => {
+                    self.server_broken = true;
+                    return Err(ClientError::fatal("server conn crashed?"));
+                }
+            };
+            self.on_server_msg(&m)?;
+            let ps = self.ps.as_mut().unwrap();
+            let head = ps.expect.front().cloned();
+            let mut swallow = false;
+            match m.tag {
+                b'1' => {
+                    swallow = matches!(head, Some(Expect::SwallowParse(_)));
+                    ps.expect.pop_front();
+                }
+                b'3' => {
+                    swallow = matches!(head, Some(Expect::SwallowClose));
+                    ps.expect.pop_front();
+                }
+                b'2' => {
+                    ps.expect.pop_front();
+                }
+                b'T' | b'n' => {
+                    if matches!(
+                        head,
+                        Some(Expect::DescribeStatement | Expect::DescribePortal)
+                    ) {
+                        ps.expect.pop_front();
+                    }
+                }
+                b'C' | b'I' | b's' => {
+                    if m.tag == b'C' {
+                        let body = &self.s_in[m.body.clone().unwrap()];
+                        if body.starts_with(b"DEALLOCATE ALL\0")
+                            || body.starts_with(b"DISCARD ALL\0")
+                        {
+                            ps.clear();
+                            if let Some(s) = self.server.as_mut() {
+                                s.prepared.clear();
+                            }
+                        }
+                    }
+                    if matches!(head, Some(Expect::Execute)) {
+                        ps.expect.pop_front();
+                    }
+                }
+                b'Z' => {
+                    ps.expect.pop_front();
+                }
+                b'E' if !matches!(head, Some(Expect::Simple) | None) => {
+                    self.ps_error_skip();
+                }
+                _ => {}
+            }
+            if swallow {
+                let mut all = self.sscan.take_scanned(&mut self.s_in);
+                let _dropped = all.split_off(m.start);
+                append(&mut self.s_out, all);
+            }
+            self.flush_synthetic();
+        }
+        let done = self.sscan.take_scanned(&mut self.s_in);
+        append(&mut self.s_out, done);
+        Ok(())
+    }
+
+    /// An ErrorResponse in the extended protocol: the server skips everything up to Sync, so the
+    /// replies to those requests never come; statements they would have created do not exist.
+    fn ps_error_skip(&mut self) {
+        let ps = self.ps.as_mut().unwrap();
+        let server = self.server.as_mut();
+        let mut undo_server = Vec::new();
+        while let Some(e) = ps.expect.front() {
+            if *e == Expect::Sync {
+                break;
+            }
+            match ps.expect.pop_front().unwrap() {
+                Expect::Parse(id, name) => {
+                    if let Some(id) = id {
+                        undo_server.push(id);
+                    }
+                    if let Some(n) = name {
+                        ps.remove(&n);
+                    }
+                }
+                Expect::SwallowParse(id) => undo_server.push(id),
+                Expect::Synthetic(b'1', Some(n)) => ps.remove(&n),
+                _ => {}
+            }
+        }
+        if let Some(s) = server {
+            for id in undo_server {
+                s.prepared.remove(id);
+            }
+        }
+        self.count_statements();
+    }
+}
