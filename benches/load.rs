@@ -88,6 +88,8 @@ struct RunResult {
     client_cpu_per_10k: Option<f64>,
     rss_mib: Option<f64>,
     note: String,
+    /// Parse messages the pooler sent to PostgreSQL per 10k transactions (pgmux's SHOW STATS_TOTALS).
+    server_parses_per_10k: Option<f64>,
 }
 
 fn field<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
@@ -193,7 +195,41 @@ fn run_pgbench(
         client_cpu_per_10k: (processed > 0.0).then(|| client_cpu / processed * 10_000.0),
         rss_mib: after.map(|a| a.1 as f64 / 1024.0),
         note,
+        server_parses_per_10k: None,
     }
+}
+
+/// (transactions, server parses) summed over SHOW STATS_TOTALS of a pooler's admin console.
+fn stats_totals(pg: &TempPostgres, port: u16, user: &str, password: &str) -> Option<(u64, u64)> {
+    let out = Command::new(pg.tool("psql"))
+        .args([
+            "-X",
+            "-At",
+            "-F",
+            ",",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .args(["-U", user, "-d", "pgbouncer", "-c", "SHOW STATS_TOTALS"])
+        .env("PGPASSWORD", password)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let mut x = 0;
+    let mut p = 0;
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<&str> = l.split(',').collect();
+        if f.len() < 12 {
+            return None;
+        }
+        x += f[2].parse::<u64>().ok()?;
+        p += f[10].parse::<u64>().ok()?;
+    }
+    Some((x, p))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -210,7 +246,8 @@ fn ini(pg_port: u16, port: u16, dir: &Path, name: &str) -> String {
          listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir = {dir}\nauth_type = scram-sha-256\n\
          auth_file = {dir}/userlist.txt\npool_mode = transaction\nmax_client_conn = 2000\ndefault_pool_size = {POOL}\n\
          max_db_connections = {POOL}\nignore_startup_parameters = extra_float_digits,options\n\
-         log_connections = 0\nlog_disconnections = 0\nlogfile = {dir}/{name}.log\npidfile = {dir}/{name}.pid\n",
+         log_connections = 0\nlog_disconnections = 0\nlogfile = {dir}/{name}.log\npidfile = {dir}/{name}.pid\n\
+         stats_users = synergyflow_app\n",
         dir = dir.display()
     )
 }
@@ -395,7 +432,10 @@ fn main() {
     for round in 0..rounds {
         for (mi, mode) in modes.iter().enumerate() {
             for (ti, t) in targets.iter().enumerate() {
-                let r = run_pgbench(
+                let before = (t.name == "pgmux")
+                    .then(|| stats_totals(&pg, t.port, &seed.app_user, &seed.app_password))
+                    .flatten();
+                let mut r = run_pgbench(
                     &pg,
                     t,
                     mode,
@@ -403,6 +443,13 @@ fn main() {
                     &dir.join("pgbench-log"),
                     &seed.app_password,
                 );
+                if let (Some((x0, p0)), Some((x1, p1))) = (
+                    before,
+                    stats_totals(&pg, t.port, &seed.app_user, &seed.app_password),
+                ) && x1 > x0
+                {
+                    r.server_parses_per_10k = Some((p1 - p0) as f64 * 10_000.0 / (x1 - x0) as f64);
+                }
                 eprintln!(
                     "round {} {:>8} {:<18} {:>5} clients: {:>8.0} tps  avg {:.3} ms  p99 {:.3} ms {}",
                     round + 1,
@@ -445,9 +492,9 @@ fn main() {
     );
     let _ = writeln!(
         md,
-        "| target | protocol | clients | TPS | avg ms | p99 ms | pooler CPU s / 10k xact | pgbench CPU s / 10k xact | peak RSS MiB |"
+        "| target | protocol | clients | TPS | avg ms | p99 ms | pooler CPU s / 10k xact | pgbench CPU s / 10k xact | peak RSS MiB | server Parse / 10k xact |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
     let mut tps_of: BTreeMap<(usize, usize), f64> = BTreeMap::new();
     for ((mi, ti), rs) in &results {
         let t = &targets[*ti];
@@ -457,7 +504,7 @@ fn main() {
             let failed = rs.iter().find(|r| !r.ok).unwrap();
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | failed in {} of {} rounds: {} | | | | | |",
+                "| {} | {} | {} | failed in {} of {} rounds: {} | | | | | | |",
                 t.name,
                 modes[*mi],
                 t.clients,
@@ -471,9 +518,13 @@ fn main() {
         tps_of.insert((*mi, *ti), tps);
         let cpu = ok.iter().filter_map(|r| r.cpu_per_10k).collect::<Vec<_>>();
         let rss = ok.iter().filter_map(|r| r.rss_mib).fold(0.0f64, f64::max);
+        let parses = ok
+            .iter()
+            .filter_map(|r| r.server_parses_per_10k)
+            .collect::<Vec<_>>();
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.3} | {} |",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.3} | {} | {} |",
             t.name,
             modes[*mi],
             t.clients,
@@ -490,6 +541,11 @@ fn main() {
                 format!("{rss:.1}")
             } else {
                 "-".into()
+            },
+            if parses.is_empty() {
+                "-".into()
+            } else {
+                format!("{:.0}", median(parses))
             },
         );
     }
