@@ -17,6 +17,8 @@ pub enum AppError {
     Listen(#[from] listener::ListenError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Load the userlist named by `auth_file` (empty when unset).
@@ -91,7 +93,8 @@ pub async fn serve(cfg: Config, ready: impl FnOnce()) -> Result<(), AppError> {
             })?),
             None => None,
         };
-    let shared = Shared::new(cfg, userlist, hba);
+    let tls = crate::tls::TlsState::new(&cfg.general)?;
+    let shared = Shared::new(cfg, userlist, hba, tls);
     if let Some(m) = metrics {
         tracing::info!(
             "metrics on http://{}/metrics",

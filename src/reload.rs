@@ -12,9 +12,25 @@ pub fn reload(shared: &Shared) -> Result<(), String> {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
+    // new certificate files (rotation) are read now; a broken one keeps the TLS setup in force
+    shared
+        .tls
+        .reload(&cfg.general)
+        .map_err(|e| format!("TLS: {e}"))?;
     shared.set_userlist(users);
     apply(shared, cfg);
     Ok(())
+}
+
+fn tls_settings(g: &crate::config::General) -> (String, Vec<(&'static str, String)>) {
+    (
+        g.server_tls_sslmode.clone(),
+        g.tls
+            .iter()
+            .filter(|(k, _)| k.starts_with("server_"))
+            .map(|(k, v)| (*k, v.clone()))
+            .collect(),
+    )
 }
 
 /// Make `cfg` the running configuration: pool sizes and limits change in place, pools whose
@@ -37,6 +53,12 @@ pub fn apply(shared: &Shared, cfg: Config) {
     ] {
         if st {
             tracing::warn!("{k} cannot be changed by RELOAD; restart pgmux to apply it");
+        }
+    }
+    // as PgBouncer: a changed server-side TLS setting reconnects the pools
+    if tls_settings(&old.general) != tls_settings(&cfg.general) {
+        for p in shared.pools.iter() {
+            p.value().reconnect("TLS configuration changed");
         }
     }
     shared.set_hba(load_hba(&cfg));

@@ -54,6 +54,8 @@ pub struct Shared {
     pub admin_clients: AtomicUsize,
     /// Pooler-wide prepared statements (max_prepared_statements).
     pub statements: crate::client::prepared::StatementRegistry,
+    /// TLS towards clients and towards PostgreSQL.
+    pub tls: Arc<crate::tls::TlsState>,
 }
 
 pub const SHUTDOWN_WAIT_FOR_SERVERS: u8 = 1;
@@ -68,7 +70,12 @@ pub enum Control {
 }
 
 impl Shared {
-    pub fn new(config: Config, userlist: UserList, hba: Hba) -> Arc<Shared> {
+    pub fn new(
+        config: Config,
+        userlist: UserList,
+        hba: Hba,
+        tls: crate::tls::TlsState,
+    ) -> Arc<Shared> {
         let tracked = Arc::new(Tracked::new(&config.general.track_extra_parameters));
         let (control, control_rx) = tokio::sync::mpsc::channel(8);
         Arc::new(Shared {
@@ -80,6 +87,7 @@ impl Shared {
             listening: AtomicBool::new(false),
             admin_clients: AtomicUsize::new(0),
             statements: crate::client::prepared::StatementRegistry::new(100_000, 64 << 20),
+            tls: Arc::new(tls),
             config: RwLock::new(Arc::new(config)),
             userlist: RwLock::new(Arc::new(userlist)),
             hba: RwLock::new(Arc::new(hba)),
@@ -220,6 +228,7 @@ impl Shared {
             connect_query: db.connect_query.clone(),
             connect_timeout: g.server_connect_timeout,
             next_host: AtomicUsize::new(0),
+            tls: self.tls.clone(),
         };
         let mode = ucfg
             .and_then(|u| u.pool_mode)

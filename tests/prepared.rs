@@ -128,7 +128,7 @@ fn pgbench_prepared_and_extended() {
     );
     for mode in ["prepared", "extended"] {
         let run = std::process::Command::new(pg.tool("pgbench"))
-            .args(["-c", "50", "-j", "2", "-t", "40", "-M", mode, "-n", &conn])
+            .args(["-c", "200", "-j", "2", "-t", "10", "-M", mode, "-n", &conn])
             .env("PGPASSWORD", &seed.app_password)
             .output()
             .unwrap();
@@ -312,6 +312,23 @@ async fn raw_protocol_edge_cases() {
             }
             assert_ne!(t, b'E');
         }
+        // a large Parse (200 KB of query text) as a named statement, executed on any server
+        let long_query = format!("select length('{}')", "y".repeat(200_000));
+        c.send(&[parse("long", &long_query), sync()]);
+        assert_eq!(c.until(b'Z'), vec![b'1', b'Z']);
+        c.send(&[bind("long", &[]), execute(), sync()]);
+        let mut got = None;
+        loop {
+            let (t, b) = c.read().unwrap();
+            assert_ne!(t, b'E', "{}", String::from_utf8_lossy(&b));
+            if t == b'D' {
+                got = Some(String::from_utf8_lossy(&b[6..]).to_string());
+            }
+            if t == b'Z' {
+                break;
+            }
+        }
+        assert_eq!(got.as_deref(), Some("200000"));
         // an error inside a pipeline: the server skips to Sync, bookkeeping follows
         c.send(&[
             parse("bad", "select 1/(random()*0)::int"),

@@ -310,6 +310,12 @@ fn set(shared: &Shared, role: Role, key: &str, val: &str, out: &mut BytesMut) {
     let name = crate::config::settings::find(key)
         .map(|s| s.name)
         .unwrap_or(key);
+    if name.contains("_tls")
+        && let Err(e) = shared.tls.reload(&cfg.general)
+    {
+        tracing::error!("SET {name}: {e}");
+        return error(out, "SET failed");
+    }
     cfg.raw.insert(name.to_string(), val.to_string());
     tracing::info!("SET {name}={val}");
     crate::reload::apply(shared, cfg);

@@ -114,8 +114,21 @@ pub async fn authenticate(
             AuthOutcome::default()
         }
         AuthType::Cert => {
-            tracing::error!("{} TLS connection required", conn.prefix());
-            return Err(ClientError::fatal("certificate authentication failed"));
+            // the client certificate (verified against client_tls_ca_file) must name the user
+            match crate::client::tls::client_cert_user(conn) {
+                Some(cn) if cn == user => AuthOutcome::default(),
+                Some(cn) => {
+                    tracing::warn!(
+                        "{} certificate CN {cn:?} does not match user {user:?}",
+                        conn.prefix()
+                    );
+                    return Err(ClientError::fatal("certificate authentication failed"));
+                }
+                None => {
+                    tracing::warn!("{} TLS client certificate required", conn.prefix());
+                    return Err(ClientError::fatal("certificate authentication failed"));
+                }
+            }
         }
         AuthType::Plain => {
             let mut out = BytesMut::new();

@@ -7,6 +7,7 @@ pub mod prepared;
 pub mod relay;
 pub mod startup;
 pub mod timers;
+pub mod tls;
 
 use crate::protocol::startup::{StartupPacket, read_startup};
 use crate::protocol::{ProtocolError, SQLSTATE_PROTOCOL_VIOLATION, backend};
@@ -134,10 +135,22 @@ async fn linger(conn: &mut ClientConn) {
 async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientError> {
     let cfg = shared.config();
     let g = &cfg.general;
+    let tls = shared.tls.client();
     let login = async {
+        if let Some(acc) = &tls.acceptor
+            && tls::starts_with_tls(conn).await?
+        {
+            tls::upgrade(conn, acc, false).await?;
+        }
         loop {
             match read_startup(&mut conn.stream, &mut conn.rbuf).await? {
-                StartupPacket::Ssl | StartupPacket::GssEnc => conn.write_all(b"N").await?,
+                StartupPacket::Ssl => match &tls.acceptor {
+                    Some(acc) if !conn.stream.is_unix() && !conn.stream.is_tls() => {
+                        tls::upgrade(conn, acc, true).await?
+                    }
+                    _ => conn.write_all(b"N").await?,
+                },
+                StartupPacket::GssEnc => conn.write_all(b"N").await?,
                 StartupPacket::Cancel { key } => {
                     shared.cancel.cancel(&key).await;
                     return Ok(None);
@@ -173,6 +186,10 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
         }
     };
     let Some(params) = params else { return Ok(()) };
+    // client_tls_sslmode require and stricter: TCP clients must use TLS (unix sockets are exempt)
+    if tls.mode.required() && !conn.stream.is_unix() && !conn.stream.is_tls() {
+        return Err(ClientError::fatal("SSL required"));
+    }
     let add_host = g.application_name_add_host.then_some(conn.peer.as_str());
     let info = startup::decide(
         &params,

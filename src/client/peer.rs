@@ -14,6 +14,14 @@ pub fn identify(stream: &Stream) -> (Peer, Option<u32>) {
             (Peer::Tcp { addr, tls: false }, None)
         }
         Stream::Unix(s) => (Peer::Unix, s.peer_cred().ok().map(|c| c.uid())),
+        // identify() runs on the accepted socket; TLS is set up later (see client::tls_upgrade)
+        Stream::Tls(_) => (
+            Peer::Tcp {
+                addr: std::net::IpAddr::from([0, 0, 0, 0]),
+                tls: true,
+            },
+            None,
+        ),
     }
 }
 

@@ -279,13 +279,9 @@ mod tests {
         // client_idle_timeout = 0 equals the default: no warning; the others warn once each
         assert!(!c.warnings.iter().any(|w| w.contains("client_idle_timeout")));
         assert!(!c.warnings.iter().any(|w| w.contains("\"log_stats\"")));
-        assert_eq!(
-            c.warnings
-                .iter()
-                .filter(|w| w.contains("\"server_tls_sslmode\""))
-                .count(),
-            1
-        );
+        // TLS settings are implemented now: no warning for them either
+        assert!(!c.warnings.iter().any(|w| w.contains("tls")));
+        assert_eq!(c.general.server_tls_sslmode, "verify-ca");
         assert!(c.describe().contains("max_client_conn = 1000"));
     }
 

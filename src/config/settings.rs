@@ -88,19 +88,19 @@ pub const SETTINGS: &[Setting] = &[
     s("cancel_wait_timeout", "10", Time, false, true),
     s("client_idle_timeout", "0", Time, true, true),
     s("client_login_timeout", "60", Time, true, true),
-    s("client_tls13_ciphers", "", Str, false, true),
-    s("client_tls_ca_file", "", Str, false, true),
-    s("client_tls_cert_file", "", Str, false, true),
-    s("client_tls_ciphers", "default", Str, false, true),
+    s("client_tls13_ciphers", "", Str, true, true),
+    s("client_tls_ca_file", "", Str, true, true),
+    s("client_tls_cert_file", "", Str, true, true),
+    s("client_tls_ciphers", "default", Str, true, true),
     s("client_tls_dheparams", "auto", Str, false, true),
     s("client_tls_ecdhcurve", "auto", Str, false, true),
-    s("client_tls_key_file", "", Str, false, true),
-    s("client_tls_protocols", "secure", Str, false, true),
+    s("client_tls_key_file", "", Str, true, true),
+    s("client_tls_protocols", "secure", Str, true, true),
     s(
         "client_tls_sslmode",
         "disable",
         Lookup(SSLMODES),
-        false,
+        true,
         true,
     ),
     s("conffile", "", Str, true, true),
@@ -154,19 +154,13 @@ pub const SETTINGS: &[Setting] = &[
     s("server_reset_query", "DISCARD ALL", Str, true, true),
     s("server_reset_query_always", "0", Int, false, true),
     s("server_round_robin", "0", Int, true, true),
-    s("server_tls13_ciphers", "", Str, false, true),
-    s("server_tls_ca_file", "", Str, false, true),
-    s("server_tls_cert_file", "", Str, false, true),
-    s("server_tls_ciphers", "default", Str, false, true),
-    s("server_tls_key_file", "", Str, false, true),
-    s("server_tls_protocols", "secure", Str, false, true),
-    s(
-        "server_tls_sslmode",
-        "prefer",
-        Lookup(SSLMODES),
-        false,
-        true,
-    ),
+    s("server_tls13_ciphers", "", Str, true, true),
+    s("server_tls_ca_file", "", Str, true, true),
+    s("server_tls_cert_file", "", Str, true, true),
+    s("server_tls_ciphers", "default", Str, true, true),
+    s("server_tls_key_file", "", Str, true, true),
+    s("server_tls_protocols", "secure", Str, true, true),
+    s("server_tls_sslmode", "prefer", Lookup(SSLMODES), true, true),
     s("service_name", "", Str, false, false),
     s("so_reuseport", "0", Int, true, false),
     s("stats_period", "60", Int, true, true),
@@ -374,6 +368,8 @@ pub struct General {
     pub scram_iterations: u32,
     pub client_tls_sslmode: String,
     pub server_tls_sslmode: String,
+    /// client_tls_* / server_tls_* files and lists, by setting name.
+    pub tls: std::collections::BTreeMap<&'static str, String>,
     pub peer_id: u32,
 }
 
@@ -460,6 +456,7 @@ impl Default for General {
             scram_iterations: 0,
             client_tls_sslmode: String::new(),
             server_tls_sslmode: String::new(),
+            tls: Default::default(),
             peer_id: 0,
         };
         for st in SETTINGS {
@@ -570,6 +567,9 @@ impl General {
             "scram_iterations" => self.scram_iterations = parse_u32(v)?.max(1),
             "client_tls_sslmode" => self.client_tls_sslmode = v.trim().to_ascii_lowercase(),
             "server_tls_sslmode" => self.server_tls_sslmode = v.trim().to_ascii_lowercase(),
+            n if n.contains("_tls") => {
+                self.tls.insert(st.name, v.trim().to_string());
+            }
             "peer_id" => {
                 let n = parse_u32(v)?;
                 if n > 16383 {

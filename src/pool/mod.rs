@@ -220,7 +220,7 @@ impl Pool {
         let settings = self.settings();
         let rx = {
             let mut g = self.inner.lock().unwrap();
-            while let Some(s) = if settings.round_robin && !g.idle.is_empty() {
+            while let Some(mut s) = if settings.round_robin && !g.idle.is_empty() {
                 Some(g.idle.remove(0))
             } else {
                 g.idle.pop()
@@ -302,7 +302,7 @@ impl Pool {
                         s
                     })
                 };
-                if let Some(s) = victim {
+                if let Some(mut s) = victim {
                     log_close(&m, &s, "evicted", m.log_disconnections);
                     let _ = s.stream.try_write(&[b'X', 0, 0, 0, 4]);
                     return true;
@@ -416,7 +416,7 @@ impl Pool {
 
     /// Close a server that is not lent to anyone, and let waiting clients (here or in pools
     /// sharing a database/user cap) use the freed slot.
-    pub fn close(self: &Arc<Self>, server: ServerConn, reason: &str) {
+    pub fn close(self: &Arc<Self>, mut server: ServerConn, reason: &str) {
         log_close(self, &server, reason, self.log_disconnections);
         let _ = server.stream.try_write(&[b'X', 0, 0, 0, 4]);
         {
@@ -499,8 +499,9 @@ impl Pool {
             let life = settings.server_lifetime;
             let mut i = 0;
             while i < g.idle.len() {
+                let healthy = g.idle[i].is_healthy();
                 let s = &g.idle[i];
-                let reason = if !s.is_healthy() {
+                let reason = if !healthy {
                     Some("server conn crashed?")
                 } else if !life.is_zero() && self.life_over(s) {
                     Some("server lifetime over")

@@ -30,11 +30,41 @@ async fn open_socket(target: &ServerTarget) -> Result<(Stream, ServerAddr, Strin
         let s = UnixStream::connect(&path).await?;
         return Ok((Stream::Unix(s), ServerAddr::Unix(path), "unix".to_string()));
     }
-    let s = TcpStream::connect((host.as_str(), target.port)).await?;
+    let mut s = TcpStream::connect((host.as_str(), target.port)).await?;
     s.set_nodelay(true)?;
     let peer = s.peer_addr()?;
     let local = s.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    Ok((Stream::Tcp(s), ServerAddr::Tcp(peer), local))
+    let tls = target.tls.server();
+    let Some(cfg) = &tls.config else {
+        return Ok((Stream::Tcp(s), ServerAddr::Tcp(peer), local));
+    };
+    // SSLRequest; 'S' → TLS handshake, 'N' → plaintext unless TLS is required
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await?;
+    let mut answer = [0u8; 1];
+    tokio::io::AsyncReadExt::read_exact(&mut s, &mut answer).await?;
+    match answer[0] {
+        b'S' => {
+            let name = match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => rustls::pki_types::ServerName::IpAddress(ip.into()),
+                Err(_) => rustls::pki_types::ServerName::try_from(host.clone())
+                    .map_err(|_| ServerError::Auth(format!("invalid server name {host:?}")))?,
+            };
+            let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                .connect(name, s)
+                .await
+                .map_err(|e| ServerError::Tls(e.to_string()))?;
+            Ok((
+                Stream::tls(tokio_rustls::TlsStream::Client(tls)),
+                ServerAddr::Tcp(peer),
+                local,
+            ))
+        }
+        b'N' if !tls.mode.required() => Ok((Stream::Tcp(s), ServerAddr::Tcp(peer), local)),
+        b'N' => Err(ServerError::Tls("server does not support SSL".into())),
+        _ => Err(ServerError::Protocol(
+            crate::protocol::ProtocolError::BadPacket,
+        )),
+    }
 }
 
 /// Connect and log in, within `target.connect_timeout`.

@@ -28,6 +28,9 @@ pub struct ServerTarget {
     pub connect_query: Option<String>,
     pub connect_timeout: Duration,
     pub next_host: AtomicUsize,
+    /// The TLS setup in force (its server side is read at each connect, so rotated
+    /// certificates apply to new connections; never used on unix sockets).
+    pub tls: std::sync::Arc<crate::tls::TlsState>,
 }
 
 /// The address a server connection went to, for cancel requests and logs.
@@ -100,7 +103,7 @@ impl ServerConn {
 
     /// True when an idle connection is still usable: no EOF and no unexpected bytes
     /// (a terminated backend sends a FATAL ErrorResponse before closing).
-    pub fn is_healthy(&self) -> bool {
+    pub fn is_healthy(&mut self) -> bool {
         let mut b = [0u8; 1];
         matches!(self.stream.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
@@ -121,6 +124,8 @@ pub enum ServerError {
     Protocol(#[from] crate::protocol::ProtocolError),
     #[error("server conn crashed?")]
     Crashed,
+    #[error("server TLS: {0}")]
+    Tls(String),
 }
 
 impl ServerError {

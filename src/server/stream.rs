@@ -1,4 +1,4 @@
-//! A socket to PostgreSQL or from a client: TCP or unix domain, behind one AsyncRead/AsyncWrite type.
+//! A socket to PostgreSQL or from a client: TCP, unix domain or TLS over TCP, behind one AsyncRead/AsyncWrite type.
 
 use std::io;
 use std::pin::Pin;
@@ -6,30 +6,103 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream, tcp, unix};
 
+/// TLS over TCP, either side (pgmux as TLS server for clients, as TLS client to PostgreSQL).
+pub type TlsIo = tokio_rustls::TlsStream<TcpStream>;
+
+/// A TLS connection split once into halves, so reads and writes can be in flight together.
+#[derive(Debug)]
+pub struct TlsConn {
+    pub r: tokio::io::ReadHalf<TlsIo>,
+    pub w: tokio::io::WriteHalf<TlsIo>,
+    pub local: (String, u16),
+    /// The peer's certificate chain (DER), end entity first, if it sent one.
+    pub peer_certs: Vec<Vec<u8>>,
+    /// Our own certificate (DER), for SCRAM channel binding (tls-server-end-point).
+    pub own_cert: Option<Vec<u8>>,
+}
+
 #[derive(Debug)]
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<TlsConn>),
+}
+
+fn noop_cx<R>(f: impl FnOnce(&mut Context<'_>) -> R) -> R {
+    let waker = std::task::Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    f(&mut cx)
 }
 
 impl Stream {
+    pub fn tls(io: TlsIo) -> Stream {
+        let local = io
+            .get_ref()
+            .0
+            .local_addr()
+            .map(|a| (a.ip().to_string(), a.port()))
+            .unwrap_or_default();
+        let (peer_certs, own_cert) = match &io {
+            tokio_rustls::TlsStream::Server(s) => (
+                s.get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| c.iter().map(|c| c.to_vec()).collect())
+                    .unwrap_or_default(),
+                None,
+            ),
+            tokio_rustls::TlsStream::Client(c) => (
+                c.get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| c.iter().map(|c| c.to_vec()).collect())
+                    .unwrap_or_default(),
+                None,
+            ),
+        };
+        let (r, w) = tokio::io::split(io);
+        Stream::Tls(Box::new(TlsConn {
+            r,
+            w,
+            local,
+            peer_certs,
+            own_cert,
+        }))
+    }
+
     /// Non-blocking read used to check an idle connection before reuse.
-    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+    pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.try_read(buf),
             Stream::Unix(s) => s.try_read(buf),
+            Stream::Tls(t) => {
+                let mut rb = ReadBuf::new(buf);
+                match noop_cx(|cx| Pin::new(&mut t.r).poll_read(cx, &mut rb)) {
+                    Poll::Ready(Ok(())) => Ok(rb.filled().len()),
+                    Poll::Ready(Err(e)) => Err(e),
+                    Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+                }
+            }
         }
     }
 
     /// Best-effort non-blocking write (used for a Terminate before closing).
-    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+    pub fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.try_write(buf),
             Stream::Unix(s) => s.try_write(buf),
+            Stream::Tls(t) => noop_cx(|cx| {
+                let n = match Pin::new(&mut t.w).poll_write(cx, buf) {
+                    Poll::Ready(r) => r?,
+                    Poll::Pending => return Err(io::ErrorKind::WouldBlock.into()),
+                };
+                let _ = Pin::new(&mut t.w).poll_flush(cx);
+                Ok(n)
+            }),
         }
     }
 
-    /// Borrow separate read and write halves (no locking), so one task can read and write at once.
+    /// Borrow separate read and write halves, so one task can read and write at once.
     pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
         match self {
             Stream::Tcp(s) => {
@@ -40,6 +113,7 @@ impl Stream {
                 let (r, w) = s.split();
                 (ReadHalf::Unix(r), WriteHalf::Unix(w))
             }
+            Stream::Tls(t) => (ReadHalf::Tls(&mut t.r), WriteHalf::Tls(&mut t.w)),
         }
     }
 
@@ -51,11 +125,16 @@ impl Stream {
                 .map(|a| (a.ip().to_string(), a.port()))
                 .unwrap_or_default(),
             Stream::Unix(_) => ("unix".into(), 0),
+            Stream::Tls(t) => t.local.clone(),
         }
     }
 
     pub fn is_unix(&self) -> bool {
         matches!(self, Stream::Unix(_))
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
     }
 }
 
@@ -63,36 +142,49 @@ impl Stream {
 pub enum ReadHalf<'a> {
     Tcp(tcp::ReadHalf<'a>),
     Unix(unix::ReadHalf<'a>),
+    Tls(&'a mut tokio::io::ReadHalf<TlsIo>),
 }
 
 /// Write half of a borrowed [`Stream`].
 pub enum WriteHalf<'a> {
     Tcp(tcp::WriteHalf<'a>),
     Unix(unix::WriteHalf<'a>),
+    Tls(&'a mut tokio::io::WriteHalf<TlsIo>),
 }
 
-/// AsyncRead for a (Tcp, Unix) enum, delegating to the variant.
-macro_rules! delegate_read {
-    ($t:ty) => {
-        impl AsyncRead for $t {
-            #[inline]
-            fn poll_read(
-                self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                buf: &mut ReadBuf<'_>,
-            ) -> Poll<io::Result<()>> {
-                match self.get_mut() {
-                    Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-                    Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
-                }
-            }
+impl AsyncRead for ReadHalf<'_> {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
-    };
+    }
 }
 
-/// AsyncWrite for a (Tcp, Unix) enum, delegating to the variant.
+impl AsyncRead for Stream {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(t) => Pin::new(&mut t.r).poll_read(cx, buf),
+        }
+    }
+}
+
+/// AsyncWrite delegating each call to the variant's writer.
 macro_rules! delegate_write {
-    ($t:ty) => {
+    ($t:ty, $tls:ident => $w:expr) => {
         impl AsyncWrite for $t {
             #[inline]
             fn poll_write(
@@ -103,6 +195,7 @@ macro_rules! delegate_write {
                 match self.get_mut() {
                     Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
                     Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
+                    Self::Tls($tls) => Pin::new($w).poll_write(cx, buf),
                 }
             }
 
@@ -111,6 +204,7 @@ macro_rules! delegate_write {
                 match self.get_mut() {
                     Self::Tcp(s) => Pin::new(s).poll_flush(cx),
                     Self::Unix(s) => Pin::new(s).poll_flush(cx),
+                    Self::Tls($tls) => Pin::new($w).poll_flush(cx),
                 }
             }
 
@@ -119,13 +213,12 @@ macro_rules! delegate_write {
                 match self.get_mut() {
                     Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
                     Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
+                    Self::Tls($tls) => Pin::new($w).poll_shutdown(cx),
                 }
             }
         }
     };
 }
 
-delegate_read!(Stream);
-delegate_write!(Stream);
-delegate_read!(ReadHalf<'_>);
-delegate_write!(WriteHalf<'_>);
+delegate_write!(Stream, t => &mut t.w);
+delegate_write!(WriteHalf<'_>, s => &mut **s);
