@@ -84,6 +84,7 @@ fn pool(c: &mut Criterion) {
             connect_query: None,
             connect_timeout: Duration::from_secs(1),
             next_host: AtomicUsize::new(0),
+            tls: Arc::new(pgmux::tls::TlsState::new(&pgmux::config::General::default()).unwrap()),
         };
         let settings = PoolSettings {
             size: 50,
