@@ -105,6 +105,7 @@ fn run_pgbench(
     secs: u32,
     logdir: &Path,
     password: &str,
+    sslmode: &str,
 ) -> RunResult {
     let _ = std::fs::remove_dir_all(logdir);
     std::fs::create_dir_all(logdir).unwrap();
@@ -135,9 +136,28 @@ fn run_pgbench(
             "synergyflow",
         ])
         .env("PGPASSWORD", password)
+        .env("PGSSLMODE", sslmode)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run pgbench");
+    // a wedged pooler must not hang the benchmark: pgbench gets its run time plus 60 s
+    let pid = out.id();
+    let watchdog = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs as u64 + 60);
+        while std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            // SAFETY: kill(pid, 0) only probes whether our child still exists.
+            if unsafe { libc::kill(pid as i32, 0) } != 0 {
+                return;
+            }
+        }
+        // SAFETY: kill(2) on the pgbench we started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    });
+    let out = out.wait_with_output().expect("wait for pgbench");
+    let _ = watchdog.join();
     let after = t.pid.map(proc_usage);
     let client_cpu = children_cpu() - children_before;
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -240,7 +260,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn ini(pg_port: u16, port: u16, dir: &Path, name: &str) -> String {
+fn ini(pg_port: u16, port: u16, dir: &Path, name: &str, tls: bool) -> String {
+    let tls_lines = if tls {
+        format!(
+            "client_tls_sslmode = prefer\nclient_tls_cert_file = {d}/tls.crt\nclient_tls_key_file = {d}/tls.key\nserver_tls_sslmode = disable\n",
+            d = dir.display()
+        )
+    } else {
+        "server_tls_sslmode = disable\n".to_string()
+    };
     format!(
         "[databases]\nsynergyflow = host=127.0.0.1 port={pg_port} dbname=synergyflow\n\n[pgbouncer]\n\
          listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir = {dir}\nauth_type = scram-sha-256\n\
@@ -249,7 +277,7 @@ fn ini(pg_port: u16, port: u16, dir: &Path, name: &str) -> String {
          log_connections = 0\nlog_disconnections = 0\nlogfile = {dir}/{name}.log\npidfile = {dir}/{name}.pid\n\
          stats_users = synergyflow_app\n",
         dir = dir.display()
-    )
+    ) + &tls_lines
 }
 
 fn find_pgbouncer() -> Option<PathBuf> {
@@ -330,10 +358,24 @@ fn main() {
     .unwrap();
     let mut guard = Kill(vec![], vec![]);
 
+    // LOAD_TLS=1: clients reach both poolers over TLS (a self-signed certificate from rcgen)
+    let tls = std::env::var("LOAD_TLS").is_ok_and(|v| v == "1");
+    if tls {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
+        std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let _ =
+            std::fs::set_permissions(dir.join("tls.key"), std::fs::Permissions::from_mode(0o600));
+    }
     let mux_port = free_port();
     std::fs::write(
         dir.join("pgmux.ini"),
-        ini(pg.port(), mux_port, &dir, "pgmux"),
+        ini(pg.port(), mux_port, &dir, "pgmux", tls),
     )
     .unwrap();
     let mux = Command::new(env!("CARGO_BIN_EXE_pgmux"))
@@ -362,7 +404,7 @@ fn main() {
         let port = free_port();
         std::fs::write(
             dir.join("pgbouncer.ini"),
-            ini(pg.port(), port, &dir, "pgbouncer"),
+            ini(pg.port(), port, &dir, "pgbouncer", tls),
         )
         .unwrap();
         let _ = Command::new("chown")
@@ -429,12 +471,19 @@ fn main() {
         });
     }
     let mut results: BTreeMap<(usize, usize), Vec<RunResult>> = BTreeMap::new();
-    for round in 0..rounds {
-        for (mi, mode) in modes.iter().enumerate() {
+    // modes outermost: a pooler that fails one mode (PgBouncer < 1.21 with -M prepared) cannot
+    // spoil the rounds of the others
+    for (mi, mode) in modes.iter().enumerate() {
+        for round in 0..rounds {
             for (ti, t) in targets.iter().enumerate() {
                 let before = (t.name == "pgmux")
                     .then(|| stats_totals(&pg, t.port, &seed.app_user, &seed.app_password))
                     .flatten();
+                let sslmode = if tls && t.name != "PostgreSQL direct" {
+                    "require"
+                } else {
+                    "disable"
+                };
                 let mut r = run_pgbench(
                     &pg,
                     t,
@@ -442,6 +491,7 @@ fn main() {
                     secs,
                     &dir.join("pgbench-log"),
                     &seed.app_password,
+                    sslmode,
                 );
                 if let (Some((x0, p0)), Some((x1, p1))) = (
                     before,
@@ -481,6 +531,11 @@ fn main() {
             if quick { 2 } else { 5 },
             &dir.join("pgbench-log"),
             &seed.app_password,
+            if tls && t.name != "PostgreSQL direct" {
+                "require"
+            } else {
+                "disable"
+            },
         );
         single.push((t.name, r.avg_ms));
     }
@@ -488,7 +543,12 @@ fn main() {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "pgbench -S (select-only), -j 2, {secs} s per run, median of {rounds} round(s), pool size {POOL}.\n"
+        "pgbench -S (select-only), -j 2, {secs} s per run, median of {rounds} round(s), pool size {POOL}{}.\n",
+        if tls {
+            ", clients to the poolers over TLS (sslmode=require)"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         md,

@@ -278,7 +278,12 @@ async fn client_side_sslmodes_cert_auth_and_rotation() {
     // require: plaintext TCP clients are refused with PgBouncer's error; verify-ca demands a
     // client certificate from the CA
     write_files(&dir, &[("server.crt", &srv_crt), ("server.key", &srv_key)]);
-    for (mode, plain_error) in [("require", true), ("verify-ca", true)] {
+    for (mode, plain_error) in [
+        ("allow", false),
+        ("require", true),
+        ("verify-ca", true),
+        ("verify-full", true),
+    ] {
         let mux = Pgmux::start(
             &pg,
             &format!(
@@ -297,6 +302,11 @@ async fn client_side_sslmodes_cert_auth_and_rotation() {
         if plain_error {
             let e = psql(&pg, &url("sslmode=disable"), pw, "select 1").unwrap_err();
             assert!(e.contains("SSL required"), "{mode}: {e}");
+        } else {
+            assert_eq!(
+                psql(&pg, &url("sslmode=disable"), pw, "select 1").unwrap(),
+                "1"
+            );
         }
         let with_cert = url(&format!(
             "sslmode=verify-full {root} sslcert={d}/client.crt sslkey={d}/client.key"
@@ -312,8 +322,8 @@ async fn client_side_sslmodes_cert_auth_and_rotation() {
             pw,
             "select 1",
         );
-        if mode == "verify-ca" {
-            assert!(without.is_err(), "verify-ca needs a client certificate");
+        if mode.starts_with("verify") {
+            assert!(without.is_err(), "{mode} needs a client certificate");
         } else {
             assert_eq!(without.unwrap(), "1");
         }
@@ -456,6 +466,24 @@ async fn server_side_verify_ca_verify_full_and_client_certificate() {
     );
     drop(c);
     drop(mux);
+    // prefer and require encrypt without checking the certificate; allow stays in plaintext
+    for (mode, ssl) in [("prefer", "t"), ("require", "t"), ("allow", "f")] {
+        let mux = Pgmux::start(
+            &pg,
+            &format!("server_tls_sslmode = {mode}"),
+            &[(&seed.app_user, &seed.app_password)],
+        );
+        let c = app(&mux).await.unwrap();
+        c.simple_query("select 1").await.unwrap();
+        assert_eq!(
+            ssl_in_use(&pg, &seed.app_user),
+            ssl,
+            "server_tls_sslmode = {mode}"
+        );
+        drop(c);
+        drop(mux);
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // verify-full with 127.0.0.1: the name does not match, the login fails with a clear error
     let mux = Pgmux::start(
         &pg,
@@ -538,4 +566,158 @@ async fn server_tls_required_but_postgres_has_none() {
         .simple_query("select 1")
         .await
         .unwrap();
+}
+
+/// PostgreSQL 17's direct TLS (no SSLRequest, ALPN "postgresql"), a client that requires TLS
+/// from a pgmux without it, and an expired certificate: clear errors, other clients unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_tls_and_errors() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (pg, seed) = postgres(100);
+    let dir = tmpdir("direct");
+    let ca1 = ca("direct CA");
+    let (crt, key) = leaf(&ca1, "localhost", &["localhost", "127.0.0.1"]);
+    // an expired certificate from the same CA
+    let (old_crt, old_key) = {
+        let k = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        (
+            p.signed_by(&k, &ca1.cert, &ca1.key).unwrap().pem(),
+            k.serialize_pem(),
+        )
+    };
+    write_files(
+        &dir,
+        &[
+            ("ca.crt", &ca1.cert.pem()),
+            ("s.crt", &crt),
+            ("s.key", &key),
+            ("old.crt", &old_crt),
+            ("old.key", &old_key),
+        ],
+    );
+    let d = dir.display();
+    let mux = Pgmux::start(
+        &pg,
+        &format!(
+            "client_tls_sslmode = prefer\nclient_tls_cert_file = {d}/s.crt\nclient_tls_key_file = {d}/s.key\nserver_tls_sslmode = disable"
+        ),
+        &[(&seed.app_user, &seed.app_password)],
+    );
+    // direct TLS: the handshake comes first, with ALPN "postgresql", then the startup packet
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(
+            ca1.cert.der().to_vec(),
+        ))
+        .unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"postgresql".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", mux.port))
+        .await
+        .unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .expect("direct TLS handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"postgresql"[..]));
+    let mut body = 196608u32.to_be_bytes().to_vec();
+    for (k, v) in [
+        ("user", seed.app_user.as_str()),
+        ("database", "synergyflow"),
+    ] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut pkt = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    pkt.extend(body);
+    tls.write_all(&pkt).await.unwrap();
+    let mut head = [0u8; 9];
+    tls.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[0], b'R', "an authentication request over direct TLS");
+    assert_eq!(
+        u32::from_be_bytes(head[5..9].try_into().unwrap()),
+        10,
+        "SASL"
+    );
+    drop(tls);
+    drop(mux);
+
+    // a client requiring TLS from a pgmux without TLS: libpq's clear error
+    let mux = Pgmux::start(
+        &pg,
+        "client_tls_sslmode = disable",
+        &[(&seed.app_user, &seed.app_password)],
+    );
+    let conn = |port: u16, extra: &str| {
+        format!(
+            "host=localhost port={port} dbname=synergyflow user={} {extra}",
+            seed.app_user
+        )
+    };
+    let e = psql(
+        &pg,
+        &conn(mux.port, "sslmode=require"),
+        &seed.app_password,
+        "select 1",
+    )
+    .unwrap_err();
+    assert!(e.contains("server does not support SSL"), "{e}");
+    assert_eq!(
+        psql(
+            &pg,
+            &conn(mux.port, "sslmode=prefer"),
+            &seed.app_password,
+            "select 1"
+        )
+        .unwrap(),
+        "1"
+    );
+    drop(mux);
+
+    // an expired certificate: verifying clients refuse it; a plaintext client next door works
+    let mux = Pgmux::start(
+        &pg,
+        &format!(
+            "client_tls_sslmode = prefer\nclient_tls_cert_file = {d}/old.crt\nclient_tls_key_file = {d}/old.key\nserver_tls_sslmode = disable"
+        ),
+        &[(&seed.app_user, &seed.app_password)],
+    );
+    let e = psql(
+        &pg,
+        &conn(
+            mux.port,
+            &format!("sslmode=verify-full sslrootcert={d}/ca.crt"),
+        ),
+        &seed.app_password,
+        "select 1",
+    )
+    .unwrap_err();
+    // libpq reports OpenSSL's verdict; the chain is from the trusted CA, only the dates are wrong
+    assert!(e.contains("certificate verify failed"), "{e}");
+    assert_eq!(
+        psql(
+            &pg,
+            &conn(mux.port, "sslmode=disable"),
+            &seed.app_password,
+            "select 1"
+        )
+        .unwrap(),
+        "1"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
