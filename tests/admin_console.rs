@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use std::process::Command;
-use tokio_postgres::SimpleQueryMessage;
 
 /// Run a console command with psql over TCP; returns (header, rows) split on '|', or stderr.
 pub fn psql_admin(
@@ -78,17 +77,6 @@ fn layouts() -> Vec<(&'static str, String)> {
         ("PEERS", "peer_id,host,port,pool_size".into()),
         ("PEER_POOLS", "peer_id,cl_active_cancel_req,cl_waiting_cancel_req,sv_active_cancel,sv_login".into()),
     ]
-}
-
-fn rows_of(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
-    msgs.iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,18 +5,6 @@ mod common;
 use common::*;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
-use tokio_postgres::SimpleQueryMessage;
-
-fn rows_of(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
-    msgs.iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
-            }
-            _ => None,
-        })
-        .collect()
-}
 
 async fn admin(mux: &Pgmux) -> tokio_postgres::Client {
     connect(&mux.url("pgbouncer", "admin", "admin-pw"))

@@ -8,18 +8,6 @@ use futures_util::future::try_join_all;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
-use tokio_postgres::SimpleQueryMessage;
-
-fn rows_of(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
-    msgs.iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
-            }
-            _ => None,
-        })
-        .collect()
-}
 
 fn start(pg: &pgmux::dev::TempPostgres, seed: &pgmux::dev::Seed, extra: &str) -> Pgmux {
     Pgmux::start(
@@ -202,17 +190,7 @@ impl Raw {
     fn connect(port: u16, user: &str) -> Raw {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut body = 196608u32.to_be_bytes().to_vec();
-        for (k, v) in [("user", user), ("database", "synergyflow")] {
-            body.extend_from_slice(k.as_bytes());
-            body.push(0);
-            body.extend_from_slice(v.as_bytes());
-            body.push(0);
-        }
-        body.push(0);
-        let mut pkt = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-        pkt.extend(body);
-        s.write_all(&pkt).unwrap();
+        s.write_all(&startup_packet(user, "synergyflow")).unwrap();
         let mut r = Raw(s);
         r.until(b'Z');
         r

@@ -632,20 +632,9 @@ async fn direct_tls_and_errors() {
         .await
         .expect("direct TLS handshake");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"postgresql"[..]));
-    let mut body = 196608u32.to_be_bytes().to_vec();
-    for (k, v) in [
-        ("user", seed.app_user.as_str()),
-        ("database", "synergyflow"),
-    ] {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut pkt = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    pkt.extend(body);
-    tls.write_all(&pkt).await.unwrap();
+    tls.write_all(&startup_packet(&seed.app_user, "synergyflow"))
+        .await
+        .unwrap();
     let mut head = [0u8; 9];
     tls.read_exact(&mut head).await.unwrap();
     assert_eq!(head[0], b'R', "an authentication request over direct TLS");

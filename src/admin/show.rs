@@ -12,17 +12,19 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
 
-type Row = Vec<Option<String>>;
+/// One result row of text values (None = NULL).
+pub type Row = Vec<Option<String>>;
 
-fn t(s: impl Into<String>) -> Option<String> {
+pub fn t(s: impl Into<String>) -> Option<String> {
     Some(s.into())
 }
 
-fn n(v: impl std::fmt::Display) -> Option<String> {
+pub fn n(v: impl std::fmt::Display) -> Option<String> {
     Some(v.to_string())
 }
 
-fn table(out: &mut BytesMut, cols: &[(&str, u32)], rows: &[Row]) {
+/// RowDescription, the rows, CommandComplete "SHOW" and ReadyForQuery.
+pub fn table(out: &mut BytesMut, cols: &[(&str, u32)], rows: &[Row]) {
     backend::row_description(out, cols);
     for r in rows {
         backend::data_row(out, r);

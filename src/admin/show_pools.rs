@@ -9,23 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-type Row = Vec<Option<String>>;
-
-fn t(s: impl Into<String>) -> Option<String> {
-    Some(s.into())
-}
-
-fn n(v: impl std::fmt::Display) -> Option<String> {
-    Some(v.to_string())
-}
-
-fn table(out: &mut BytesMut, cols: &[(&str, u32)], rows: &[Row]) {
-    crate::protocol::backend::row_description(out, cols);
-    for r in rows {
-        crate::protocol::backend::data_row(out, r);
-    }
-    super::ready(out, "SHOW");
-}
+use super::show::{Row, n, t, table};
 
 /// One SHOW POOLS line, shared with the metrics endpoint.
 #[derive(Debug, Clone, Default)]
