@@ -247,12 +247,30 @@ async fn signals(shared: Arc<Shared>) -> Result<(), AppError> {
     Ok(())
 }
 
-/// No server is lent to a client or logging in.
+/// No server is lent to a client or logging in, and no client accepted before the listener
+/// closed is still logging in or waiting to run its first transaction (for at most 10 s).
 fn servers_released(shared: &Shared) -> bool {
-    shared.pools.iter().all(|p| {
+    let busy_servers = shared.pools.iter().any(|p| {
         let c = p.value().pool_counts();
-        c.active == 0 && c.connecting == 0
-    })
+        c.active > 0 || c.connecting > 0
+    });
+    if busy_servers {
+        return false;
+    }
+    let now = crate::client::timers::now_ms();
+    let registered = shared
+        .timers
+        .iter()
+        .filter(|t| t.value().meta.database != "pgbouncer")
+        .count();
+    let fresh = shared.timers.iter().any(|t| {
+        let t = t.value();
+        t.meta.database != "pgbouncer"
+            && t.xacts.load(Ordering::Relaxed) == 0
+            && now.saturating_sub(t.idle_since.load(Ordering::Relaxed)) < 10_000
+    });
+    let logging_in = shared.clients.load(Ordering::Relaxed) > registered;
+    !fresh && !logging_in
 }
 
 fn start_drain(shared: &Shared, how: Stop) {

@@ -240,7 +240,9 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
             info.database
         )));
     };
-    if shared.shutting_down.load(Ordering::Relaxed) {
+    // during a shutdown only TCP connections accepted before the listener closed get here, and
+    // they are served; the unix socket stays open for the admin console only
+    if shared.shutting_down.load(Ordering::Relaxed) && conn.stream.is_unix() {
         return Err(ClientError::fatal("server shutting down"));
     }
     if shared.pause.is_disabled(&info.database) {

@@ -132,6 +132,8 @@ pub struct ClientTimers {
     pub request_time: AtomicU64,
     /// Named prepared statements the client holds (SHOW CLIENTS).
     pub prepared: std::sync::atomic::AtomicUsize,
+    /// Transactions completed on this connection (a shutdown lets a fresh client run its first).
+    pub xacts: AtomicU64,
     pub state: AtomicU8,
     /// First request of the query in flight (0: none).
     pub query_start: AtomicU64,
@@ -160,6 +162,7 @@ impl ClientTimers {
             wait_start: AtomicU64::new(0),
             request_time: AtomicU64::new(now_ms()),
             prepared: Default::default(),
+            xacts: AtomicU64::new(0),
             state: AtomicU8::new(IDLE),
             query_start: AtomicU64::new(0),
             xact_start: AtomicU64::new(0),

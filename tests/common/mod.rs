@@ -47,13 +47,22 @@ impl Pgmux {
     /// Start pgmux with `[databases]` pointing at `pg` (synergyflow and postgres), the given
     /// `[pgbouncer]` lines (appended after the defaults, so they win) and userlist entries.
     pub fn start(pg: &TempPostgres, pgbouncer_lines: &str, userlist: &[(&str, &str)]) -> Pgmux {
+        Self::start_on(pg, pgbouncer_lines, userlist, free_port())
+    }
+
+    /// Like `start`, on a given port (several processes with so_reuseport share one).
+    pub fn start_on(
+        pg: &TempPostgres,
+        pgbouncer_lines: &str,
+        userlist: &[(&str, &str)],
+        port: u16,
+    ) -> Pgmux {
         let dir = std::env::temp_dir().join(format!(
             "pgmux-test-{}-{}",
             std::process::id(),
             DIR_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port();
         let log = dir.join("pgmux.log");
         let mut ul = String::new();
         for (u, p) in userlist {
@@ -103,7 +112,11 @@ impl Pgmux {
             ini,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        // listening: the port answers and this process says so (another process may share
+        // the port through so_reuseport)
+        while TcpStream::connect(("127.0.0.1", port)).is_err()
+            || !m.log_text().contains("listening on")
+        {
             assert!(
                 Instant::now() < deadline,
                 "pgmux did not start listening:\n{}",

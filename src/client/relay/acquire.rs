@@ -18,7 +18,15 @@ impl Relay<'_> {
             t.wait_start.store(now_ms(), Relaxed);
             t.state.store(timers::WAITING, Relaxed);
         }
-        if self.shared.shutdown_mode.load(Relaxed) == crate::state::SHUTDOWN_WAIT_FOR_SERVERS {
+        // SHUTDOWN WAIT_FOR_SERVERS (SIGINT): a client that has had its transactions is sent
+        // away at this boundary (it reconnects to the new process); one accepted just before the
+        // listener closed still gets its first transaction, so a restart loses no work
+        if self.shared.shutdown_mode.load(Relaxed) == crate::state::SHUTDOWN_WAIT_FOR_SERVERS
+            && self
+                .timers
+                .as_ref()
+                .is_none_or(|t| t.xacts.load(Relaxed) > 0)
+        {
             return Err(ClientError::fatal("server shutting down"));
         }
         // PAUSE / SUSPEND: new transactions wait for RESUME, bounded by query_wait_timeout

@@ -24,6 +24,9 @@ impl Relay<'_> {
     }
 
     pub(super) fn flush_stats(&mut self) {
+        if let Some(t) = &self.timers {
+            t.xacts.fetch_add(1, Relaxed);
+        }
         use crate::pool::stats::PoolStats as P;
         let s = &self.pool.stats;
         P::add(&s.xacts, 1);
