@@ -95,7 +95,7 @@ impl Pgmux {
         Self::spawn(dir, port, log, ini)
     }
 
-    fn spawn(dir: PathBuf, port: u16, log: PathBuf, ini: PathBuf) -> Pgmux {
+    pub fn spawn(dir: PathBuf, port: u16, log: PathBuf, ini: PathBuf) -> Pgmux {
         let child = Command::new(env!("CARGO_BIN_EXE_pgmux"))
             .arg("-q")
             .arg(&ini)
