@@ -41,16 +41,7 @@ async fn takeover_with_so_reuseport_drops_no_transaction() {
         "host=127.0.0.1 port={port} dbname=synergyflow user={}",
         seed.app_user
     );
-    let init = Command::new(pg.tool("pgbench"))
-        .args(["-i", "-s", "1", "-q", &conn])
-        .env("PGPASSWORD", &seed.app_password)
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    pgbench_init(&pg, &conn, &seed.app_password);
     // read-write pgbench, a new connection per transaction (-C) as pooled apps reconnect
     let bench = Command::new(pg.tool("pgbench"))
         .args(["-c", "16", "-j", "2", "-T", "8", "-C", "-n", &conn])
@@ -82,11 +73,5 @@ async fn takeover_with_so_reuseport_drops_no_transaction() {
     assert!(processed > 100, "{stdout}");
     // the survivor served transactions after the takeover, and the books balance
     assert!(new.log_text().contains("login attempt"));
-    let sums = pg
-        .psql(
-            "synergyflow",
-            "select (select sum(abalance) from pgbench_accounts) = (select sum(delta) from pgbench_history)",
-        )
-        .unwrap();
-    assert_eq!(sums.trim(), "t");
+    assert!(pgbench_balances_add_up(&pg));
 }

@@ -292,3 +292,28 @@ pub fn startup_packet(user: &str, database: &str) -> Vec<u8> {
     pkt.extend(body);
     pkt
 }
+
+/// `pgbench -i -s 1` through `conn` (a libpq connection string), asserting it worked.
+pub fn pgbench_init(pg: &TempPostgres, conn: &str, password: &str) {
+    let init = Command::new(pg.tool("pgbench"))
+        .args(["-i", "-s", "1", "-q", conn])
+        .env("PGPASSWORD", password)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "pgbench -i: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+}
+
+/// The TPC-B invariant after pgbench: every committed transfer is in the history.
+pub fn pgbench_balances_add_up(pg: &TempPostgres) -> bool {
+    pg.psql(
+        "synergyflow",
+        "select (select sum(abalance) from pgbench_accounts) = (select sum(delta) from pgbench_history)",
+    )
+    .unwrap()
+    .trim()
+        == "t"
+}
