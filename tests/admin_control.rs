@@ -22,18 +22,10 @@ fn row<'a>(rows: &'a [Vec<Option<String>>], key: &str) -> &'a Vec<Option<String>
         .unwrap_or_else(|| panic!("no row {key} in {rows:?}"))
 }
 
-fn start(pg: &pgmux::dev::TempPostgres, seed: &pgmux::dev::Seed, extra: &str) -> Pgmux {
-    Pgmux::start(
-        pg,
-        &format!("admin_users = admin\n{extra}"),
-        &[(&seed.app_user, &seed.app_password), ("admin", "admin-pw")],
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_waits_for_running_transaction_and_holds_new_ones_until_resume() {
     let (pg, seed) = postgres(100);
-    let mux = start(&pg, &seed, "default_pool_size = 4");
+    let mux = start_with_admin(&pg, &seed, "default_pool_size = 4");
     let url = mux.url("synergyflow", &seed.app_user, &seed.app_password);
     let a = connect(&url).await.unwrap();
     let b = connect(&url).await.unwrap();
@@ -123,7 +115,7 @@ async fn pause_waits_for_running_transaction_and_holds_new_ones_until_resume() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_applies_pool_size_and_passwords_and_refuses_a_broken_file() {
     let (pg, seed) = postgres(100);
-    let mux = start(&pg, &seed, "default_pool_size = 2");
+    let mux = start_with_admin(&pg, &seed, "default_pool_size = 2");
     let url = mux.url("synergyflow", &seed.app_user, &seed.app_password);
     let adm = admin(&mux).await;
 
@@ -257,7 +249,7 @@ async fn reload_applies_pool_size_and_passwords_and_refuses_a_broken_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_client_disable_and_kill_database() {
     let (pg, seed) = postgres(100);
-    let mux = start(&pg, &seed, "");
+    let mux = start_with_admin(&pg, &seed, "");
     let url = mux.url("synergyflow", &seed.app_user, &seed.app_password);
     let victim = connect(&format!("{url} application_name=victim"))
         .await
@@ -323,7 +315,7 @@ async fn kill_client_disable_and_kill_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_lets_transactions_finish_and_refuses_new_connections() {
     let (pg, seed) = postgres(100);
-    let mut mux = start(&pg, &seed, "default_pool_size = 10");
+    let mut mux = start_with_admin(&pg, &seed, "default_pool_size = 10");
     let url = mux.url("synergyflow", &seed.app_user, &seed.app_password);
     let setup = connect(&url).await.unwrap();
     setup.simple_query("create table s(v int)").await.unwrap();
@@ -358,7 +350,7 @@ async fn sigint_lets_transactions_finish_and_refuses_new_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_waits_for_clients_to_leave() {
     let (pg, seed) = postgres(100);
-    let mut mux = start(&pg, &seed, "");
+    let mut mux = start_with_admin(&pg, &seed, "");
     let url = mux.url("synergyflow", &seed.app_user, &seed.app_password);
     let c = connect(&url).await.unwrap();
     c.simple_query("select 1").await.unwrap();
@@ -373,7 +365,7 @@ async fn sigterm_waits_for_clients_to_leave() {
 
     // a second SIGTERM (or SIGINT) exits at once even with clients connected; SIGQUIT too
     for sig in [libc::SIGTERM, libc::SIGINT] {
-        let mut mux = start(&pg, &seed, "");
+        let mut mux = start_with_admin(&pg, &seed, "");
         let url = mux.url("synergyflow", &seed.app_user, &seed.app_password);
         let c = connect(&url).await.unwrap();
         c.simple_query("begin").await.unwrap();
@@ -384,7 +376,7 @@ async fn sigterm_waits_for_clients_to_leave() {
         assert_eq!(code, Some(0));
         assert!(t.elapsed() < Duration::from_secs(2));
     }
-    let mut mux = start(&pg, &seed, "");
+    let mut mux = start_with_admin(&pg, &seed, "");
     let c = connect(&mux.url("synergyflow", &seed.app_user, &seed.app_password))
         .await
         .unwrap();
@@ -437,7 +429,7 @@ fn parse_prom(body: &str) -> Vec<(String, String, f64)> {
 async fn metrics_endpoint_matches_show_pools_and_probes() {
     let (mut pg, seed) = postgres(100);
     let mport = free_port();
-    let mux = start(
+    let mux = start_with_admin(
         &pg,
         &seed,
         &format!(

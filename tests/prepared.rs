@@ -9,20 +9,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-fn start(pg: &pgmux::dev::TempPostgres, seed: &pgmux::dev::Seed, extra: &str) -> Pgmux {
-    Pgmux::start(
-        pg,
-        &format!("admin_users = admin\n{extra}"),
-        &[(&seed.app_user, &seed.app_password), ("admin", "admin-pw")],
-    )
-}
-
 /// Many tokio-postgres clients (each preparing its own named statements "s0", "s1", … as the
 /// driver does) share 3 servers; every result is checked, in and out of explicit transactions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokio_postgres_named_statements_across_servers() {
     let (pg, seed) = postgres(100);
-    let mux = start(&pg, &seed, "default_pool_size = 3");
+    let mux = start_with_admin(&pg, &seed, "default_pool_size = 3");
     let url = mux.url("synergyflow", &seed.app_user, &seed.app_password);
     let setup = connect(&url).await.unwrap();
     setup
@@ -99,7 +91,7 @@ async fn tokio_postgres_named_statements_across_servers() {
 #[test]
 fn pgbench_prepared_and_extended() {
     let (pg, seed) = postgres(100);
-    let mux = start(&pg, &seed, "default_pool_size = 5");
+    let mux = start_with_admin(&pg, &seed, "default_pool_size = 5");
     let conn = format!(
         "host=127.0.0.1 port={} dbname=synergyflow user={}",
         mux.port, seed.app_user
@@ -223,7 +215,7 @@ impl Raw {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_protocol_edge_cases() {
     let (pg, seed) = postgres(100);
-    let mux = start(
+    let mux = start_with_admin(
         &pg,
         &seed,
         "default_pool_size = 2\nmax_prepared_statements = 2\nauth_type = trust",
@@ -368,7 +360,7 @@ async fn copy_in_through_extended_protocol_releases_the_server() {
     use futures_util::SinkExt;
     let (pg, seed) = postgres(100);
     for mps in [0, 200] {
-        let mux = start(
+        let mux = start_with_admin(
             &pg,
             &seed,
             &format!("default_pool_size = 1\nmax_prepared_statements = {mps}"),

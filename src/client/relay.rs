@@ -458,7 +458,6 @@ impl<'a> Relay<'a> {
 
     fn releasable(&self) -> bool {
         self.ps.as_ref().is_none_or(|p| p.expect.is_empty())
-            && !self.need_server
             && self.status == b'I'
             && self.pending == 0
             && !self.ext_open

@@ -317,3 +317,12 @@ pub fn pgbench_balances_add_up(pg: &TempPostgres) -> bool {
     .trim()
         == "t"
 }
+
+/// pgmux with the seed's app user and an `admin` console user (password `admin-pw`).
+pub fn start_with_admin(pg: &TempPostgres, seed: &pgmux::dev::Seed, extra: &str) -> Pgmux {
+    Pgmux::start(
+        pg,
+        &format!("admin_users = admin\n{extra}"),
+        &[(&seed.app_user, &seed.app_password), ("admin", "admin-pw")],
+    )
+}

@@ -77,39 +77,34 @@ impl Relay<'_> {
         let (Some(ps), Some(body)) = (self.ps.as_ref(), m.body.as_ref()) else {
             return false;
         };
+        // statements whose Parse is unanswered in a segment a later Sync has already closed;
+        // usually none, and then nothing else is looked at
+        let Some(last_sync) = ps.expect.iter().rposition(|e| *e == Expect::Sync) else {
+            return false;
+        };
+        let mut pending = ps.expect.iter().take(last_sync).filter_map(|e| match e {
+            Expect::Parse(Some(i), _) | Expect::SwallowParse(i) => Some(*i),
+            _ => None,
+        });
+        let mut pending = pending.by_ref().peekable();
+        if pending.peek().is_none() {
+            return false;
+        }
         let body = &self.conn.rbuf[body.clone()];
-        let name = match m.tag {
-            b'P' => cstr(body).map(|(n, _)| n),
-            b'B' => cstr(body).and_then(|(_, r)| cstr(r)).map(|(n, _)| n),
-            b'D' if body.first() == Some(&b'S') => cstr(&body[1..]).map(|(n, _)| n),
+        let id = match m.tag {
+            b'P' => cstr(body)
+                .filter(|(n, _)| !n.is_empty())
+                .and_then(|(_, key)| self.shared.statements.peek(key)),
+            b'B' => cstr(body)
+                .and_then(|(_, r)| cstr(r))
+                .and_then(|(n, _)| ps.get(n))
+                .map(|st| st.id),
+            b'D' if body.first() == Some(&b'S') => cstr(&body[1..])
+                .and_then(|(n, _)| ps.get(n))
+                .map(|st| st.id),
             _ => None,
         };
-        let id = match (m.tag, name) {
-            (_, None) => return false,
-            (_, Some(b"")) => return false,
-            (b'P', Some(_)) => match cstr(body) {
-                Some((_, key)) => match self.shared.statements.peek(key) {
-                    Some(id) => id,
-                    None => return false,
-                },
-                None => return false,
-            },
-            (_, Some(n)) => match ps.get(n) {
-                Some(st) => st.id,
-                None => return false,
-            },
-        };
-        let mut pending_parse = false;
-        for e in &ps.expect {
-            match e {
-                Expect::Parse(Some(i), _) | Expect::SwallowParse(i) if *i == id => {
-                    pending_parse = true;
-                }
-                Expect::Sync if pending_parse => return true,
-                _ => {}
-            }
-        }
-        false
+        id.is_some_and(|id| pending.any(|i| i == id))
     }
 
     /// libpq's PQprepare (named Parse messages then Sync) from a client outside a transaction
@@ -317,7 +312,11 @@ impl Relay<'_> {
 
     /// Send the synthetic replies at the head of the queue (everything before them is answered).
     fn flush_synthetic(&mut self) {
-        if !self.sscan.at_boundary() {
+        let head_synthetic = matches!(
+            self.ps.as_ref().and_then(|p| p.expect.front()),
+            Some(Expect::Synthetic(..))
+        );
+        if !head_synthetic || !self.sscan.at_boundary() {
             return;
         }
         let done = self.sscan.take_scanned(&mut self.s_in);
