@@ -11,7 +11,9 @@ fi
 export STORAGE_DRIVER=vfs
 work=$(mktemp -d /tmp/pgmux-image.XXXXXX)
 dev_pid=
+dns_pid=
 cleanup() {
+  [ -n "$dns_pid" ] && kill "$dns_pid" 2>/dev/null
   podman rm -f pgmux-image-test >/dev/null 2>&1 || true
   [ -n "$dev_pid" ] && kill "$dev_pid" 2>/dev/null && wait "$dev_pid" 2>/dev/null
   rm -rf "$work"
@@ -52,10 +54,15 @@ done
 pg_port=$(sed -n 's/.*PostgreSQL: 127.0.0.1:\([0-9]*\).*/\1/p' "$work/dev.log" | head -1)
 [ -n "$pg_port" ] || { cat "$work/dev.log"; echo "FATAL: no PostgreSQL" >&2; exit 1; }
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# the server is named as in a cluster; only pgmux's own DNS client can resolve it in the image
+python3 deploy/fake-dns.py shared-postgres-rw.cnpg-system.svc "$work/dns.port" &
+dns_pid=$!
+for _ in $(seq 1 50); do [ -s "$work/dns.port" ] && break; sleep 0.1; done
 mkdir -p "$work/etc"
+echo "nameserver 127.0.0.1:$(cat "$work/dns.port")" >"$work/etc/resolv.conf"
 cat >"$work/etc/pgbouncer.ini" <<INI
 [databases]
-synergyflow = host=127.0.0.1 port=$pg_port
+synergyflow = host=shared-postgres-rw.cnpg-system.svc port=$pg_port
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -66,6 +73,7 @@ auth_file = /etc/pgbouncer/userlist.txt
 pool_mode = transaction
 default_pool_size = 5
 server_tls_sslmode = disable
+resolv_conf = /etc/pgbouncer/resolv.conf
 INI
 echo '"synergyflow_app" "synergyflow-dev-password"' >"$work/etc/userlist.txt"
 chmod 0755 "$work/etc"; chmod 0644 "$work/etc/"*
@@ -88,7 +96,7 @@ if [ "$got" != "42" ]; then
   echo "FATAL: psql through the container returned '$got'" >&2
   exit 1
 fi
-echo "psql through the container: $got"
+echo "psql through the container (server shared-postgres-rw.cnpg-system.svc): $got"
 user=$(podman exec pgmux-image-test /usr/bin/pgbouncer --version 2>/dev/null | head -1 || true)
 echo "/usr/bin/pgbouncer --version: $user"
 

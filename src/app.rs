@@ -203,6 +203,9 @@ async fn signals(shared: Arc<Shared>) -> Result<(), AppError> {
                 if draining.is_some() {
                     tracing::info!("got SIGTERM while shutting down, fast exit");
                     Stop::Now
+                } else if shared.config().general.sigterm_waits_for_servers {
+                    tracing::info!("got SIGTERM, shutting down (sigterm_shutdown = wait_for_servers), waiting for all servers connections to be released");
+                    Stop::WaitForServers
                 } else {
                     tracing::info!("got SIGTERM, shutting down, waiting for all clients to disconnect");
                     Stop::WaitForClients

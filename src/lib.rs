@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod dev;
 pub mod devcmd;
+pub mod dns;
 pub mod listener;
 pub mod logging;
 pub mod params;

@@ -30,6 +30,7 @@ pub enum ListenError {
 pub async fn bind(g: &General) -> Result<Vec<Listener>, ListenError> {
     let mut out = Vec::new();
     let mut addrs: Vec<SocketAddr> = Vec::new();
+    let dns = crate::dns::Dns::new(g);
     for a in &g.listen_addr {
         let a = a.trim();
         if a.is_empty() {
@@ -41,7 +42,8 @@ pub async fn bind(g: &General) -> Result<Vec<Listener>, ListenError> {
             continue;
         }
         let host = a.trim_start_matches('[').trim_end_matches(']');
-        let resolved = tokio::net::lookup_host((host, g.listen_port))
+        let resolved = dns
+            .resolve_all(host, g.listen_port)
             .await
             .map_err(|_| ListenError::BadAddr(a.to_string()))?;
         addrs.extend(resolved);

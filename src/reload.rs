@@ -61,6 +61,7 @@ pub fn apply(shared: &Shared, cfg: Config) {
             p.value().reconnect("TLS configuration changed");
         }
     }
+    shared.dns.reconfigure(&cfg.general);
     shared.set_hba(load_hba(&cfg));
     shared.set_config(cfg.clone());
     let g = &cfg.general;

@@ -56,6 +56,8 @@ pub struct Shared {
     pub statements: crate::client::prepared::StatementRegistry,
     /// TLS towards clients and towards PostgreSQL.
     pub tls: Arc<crate::tls::TlsState>,
+    /// Host name resolution (hickory, dns_max_ttl cache).
+    pub dns: Arc<crate::dns::Dns>,
 }
 
 pub const SHUTDOWN_WAIT_FOR_SERVERS: u8 = 1;
@@ -88,6 +90,7 @@ impl Shared {
             admin_clients: AtomicUsize::new(0),
             statements: crate::client::prepared::StatementRegistry::new(100_000, 64 << 20),
             tls: Arc::new(tls),
+            dns: Arc::new(crate::dns::Dns::new(&config.general)),
             config: RwLock::new(Arc::new(config)),
             userlist: RwLock::new(Arc::new(userlist)),
             hba: RwLock::new(Arc::new(hba)),
@@ -229,6 +232,7 @@ impl Shared {
             connect_timeout: g.server_connect_timeout,
             next_host: AtomicUsize::new(0),
             tls: self.tls.clone(),
+            dns: self.dns.clone(),
         };
         let mode = ucfg
             .and_then(|u| u.pool_mode)

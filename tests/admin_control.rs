@@ -347,6 +347,44 @@ async fn sigint_lets_transactions_finish_and_refuses_new_connections() {
     assert_eq!(n.trim(), "8", "every in-flight transaction committed");
 }
 
+/// pgmux extension for Kubernetes (which sends SIGTERM): `sigterm_shutdown = wait_for_servers`
+/// makes SIGTERM drain as SIGINT does, so clients that never leave (JDBC pools) do not hold
+/// the pod until SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_can_drain_like_sigint() {
+    let (pg, seed) = postgres(100);
+    let mut mux = start_with_admin(&pg, &seed, "sigterm_shutdown = wait_for_servers");
+    let url = mux.url("synergyflow", &seed.app_user, &seed.app_password);
+    let idle = connect(&url).await.unwrap();
+    idle.simple_query("create table t(v int)").await.unwrap();
+    let mut inflight = Vec::new();
+    for i in 0..4 {
+        let c = connect(&url).await.unwrap();
+        inflight.push(tokio::spawn(async move {
+            c.simple_query(&format!(
+                "begin; insert into t values ({i}); select pg_sleep(1); commit"
+            ))
+            .await
+            .map(|_| ())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    unsafe { libc::kill(mux.pid() as i32, libc::SIGTERM) };
+    for h in inflight {
+        h.await.unwrap().expect("in-flight transaction completes");
+    }
+    // the idle client is still connected, and pgmux exits anyway
+    let code = tokio::task::block_in_place(|| mux.signal_and_wait(0, Duration::from_secs(10)));
+    assert_eq!(code, Some(0), "exits once servers are released");
+    assert!(idle.simple_query("select 1").await.is_err());
+    let n = pg.psql("synergyflow", "select count(*) from t").unwrap();
+    assert_eq!(n.trim(), "4");
+    assert!(
+        mux.log_text()
+            .contains("sigterm_shutdown = wait_for_servers")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_waits_for_clients_to_leave() {
     let (pg, seed) = postgres(100);

@@ -144,7 +144,15 @@ pub fn show(shared: &Shared, role: Role, what: &str, query: &str, out: &mut Byte
                 &[],
             )
         }
-        "dns_hosts" => table(out, &[("hostname", S), ("ttl", Q), ("addrs", S)], &[]),
+        "dns_hosts" => {
+            let rows: Vec<Row> = shared
+                .dns
+                .hosts()
+                .into_iter()
+                .map(|h| vec![t(&h.hostname), n(h.ttl_secs as usize), t(&h.addrs)])
+                .collect();
+            table(out, &[("hostname", S), ("ttl", Q), ("addrs", S)], &rows)
+        }
         "dns_zones" => table(out, &[("zonename", S), ("serial", Q), ("count", I)], &[]),
         "peers" => table(
             out,
@@ -200,9 +208,9 @@ pub fn list_counts(shared: &Shared) -> Vec<(&'static str, usize)> {
         ("login_clients", used_clients.saturating_sub(logged_in)),
         ("free_servers", 0),
         ("used_servers", servers),
-        ("dns_names", 0),
+        ("dns_names", shared.dns.names()),
         ("dns_zones", 0),
-        ("dns_queries", 0),
+        ("dns_queries", shared.dns.queries()),
         ("dns_pending", 0),
     ]
 }

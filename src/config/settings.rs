@@ -35,6 +35,7 @@ const AUTH_TYPES: &[&str] = &[
     "scram-sha-256",
 ];
 const POOL_MODES: &[&str] = &["session", "transaction", "statement"];
+const SHUTDOWN_MODES: &[&str] = &["wait_for_clients", "wait_for_servers"];
 const LOG_FORMATS: &[&str] = &["text", "json"];
 const SSLMODES: &[&str] = &[
     "disable",
@@ -161,6 +162,14 @@ pub const SETTINGS: &[Setting] = &[
     s("server_tls_key_file", "", Str, true, true),
     s("server_tls_protocols", "secure", Str, true, true),
     s("server_tls_sslmode", "prefer", Lookup(SSLMODES), true, true),
+    // pgmux extension: what SIGTERM does (wait_for_servers = as SIGINT, for Kubernetes pods)
+    s(
+        "sigterm_shutdown",
+        "wait_for_clients",
+        Lookup(SHUTDOWN_MODES),
+        true,
+        false,
+    ),
     s("service_name", "", Str, false, false),
     s("so_reuseport", "0", Int, true, false),
     s("stats_period", "60", Int, true, true),
@@ -349,6 +358,8 @@ pub struct General {
     pub verbose: u32,
     pub logfile: Option<PathBuf>,
     pub log_json: bool,
+    /// `sigterm_shutdown = wait_for_servers`: SIGTERM drains as SIGINT does.
+    pub sigterm_waits_for_servers: bool,
     pub metrics_listen: Option<String>,
     pub pidfile: Option<PathBuf>,
     pub syslog: bool,
@@ -365,6 +376,8 @@ pub struct General {
     pub tcp_socket_buffer: u32,
     pub dns_max_ttl: Duration,
     pub dns_nxdomain_ttl: Duration,
+    /// A resolv.conf to use instead of /etc/resolv.conf (`nameserver` may carry a port: `ip:port`).
+    pub resolv_conf: Option<PathBuf>,
     pub scram_iterations: u32,
     pub client_tls_sslmode: String,
     pub server_tls_sslmode: String,
@@ -437,6 +450,7 @@ impl Default for General {
             verbose: 0,
             logfile: None,
             log_json: false,
+            sigterm_waits_for_servers: false,
             metrics_listen: None,
             pidfile: None,
             syslog: false,
@@ -453,6 +467,7 @@ impl Default for General {
             tcp_socket_buffer: 0,
             dns_max_ttl: Duration::ZERO,
             dns_nxdomain_ttl: Duration::ZERO,
+            resolv_conf: None,
             scram_iterations: 0,
             client_tls_sslmode: String::new(),
             server_tls_sslmode: String::new(),
@@ -548,6 +563,9 @@ impl General {
             "verbose" => self.verbose = parse_u32(v)?,
             "logfile" => self.logfile = opt_path(v),
             "log_format" => self.log_json = v.trim().eq_ignore_ascii_case("json"),
+            "sigterm_shutdown" => {
+                self.sigterm_waits_for_servers = v.trim().eq_ignore_ascii_case("wait_for_servers")
+            }
             "metrics_listen" => self.metrics_listen = opt_str(v),
             "pidfile" => self.pidfile = opt_path(v),
             "syslog" => self.syslog = parse_bool(v)?,
@@ -564,6 +582,7 @@ impl General {
             "tcp_socket_buffer" => self.tcp_socket_buffer = parse_u32(v)?,
             "dns_max_ttl" => self.dns_max_ttl = parse_time(v)?,
             "dns_nxdomain_ttl" => self.dns_nxdomain_ttl = parse_time(v)?,
+            "resolv_conf" => self.resolv_conf = opt_path(v),
             "scram_iterations" => self.scram_iterations = parse_u32(v)?.max(1),
             "client_tls_sslmode" => self.client_tls_sslmode = v.trim().to_ascii_lowercase(),
             "server_tls_sslmode" => self.server_tls_sslmode = v.trim().to_ascii_lowercase(),

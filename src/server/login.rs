@@ -30,7 +30,8 @@ async fn open_socket(target: &ServerTarget) -> Result<(Stream, ServerAddr, Strin
         let s = UnixStream::connect(&path).await?;
         return Ok((Stream::Unix(s), ServerAddr::Unix(path), "unix".to_string()));
     }
-    let mut s = TcpStream::connect((host.as_str(), target.port)).await?;
+    let addr = target.dns.resolve(&host, target.port).await?;
+    let mut s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
     let peer = s.peer_addr()?;
     let local = s.local_addr().map(|a| a.to_string()).unwrap_or_default();

@@ -31,6 +31,8 @@ pub struct ServerTarget {
     /// The TLS setup in force (its server side is read at each connect, so rotated
     /// certificates apply to new connections; never used on unix sockets).
     pub tls: std::sync::Arc<crate::tls::TlsState>,
+    /// Resolves host names in `hosts`.
+    pub dns: std::sync::Arc<crate::dns::Dns>,
 }
 
 /// The address a server connection went to, for cancel requests and logs.

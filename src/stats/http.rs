@@ -99,10 +99,10 @@ pub async fn readiness(shared: &Shared) -> Result<(), String> {
             .await
             .is_ok_and(|r| r.is_ok())
         } else {
-            tokio::time::timeout(
-                Duration::from_secs(1),
-                tokio::net::TcpStream::connect((host.as_str(), port)),
-            )
+            tokio::time::timeout(Duration::from_secs(1), async {
+                let addr = shared.dns.resolve(&host, port).await?;
+                tokio::net::TcpStream::connect(addr).await
+            })
             .await
             .is_ok_and(|r| r.is_ok())
         };

@@ -1,6 +1,8 @@
 //! Test harness: a throwaway PostgreSQL (pgmux::dev) with pgmux started in front of it as a real process.
 #![allow(dead_code)]
 
+pub mod fake_dns;
+
 use pgmux::dev::{PgOptions, Seed, TempPostgres};
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,0 +1,88 @@
+//! The shipped local-dev setup works as written: deploy/compose/init.sql in a throwaway PostgreSQL and deploy/compose/pgbouncer.ini (auth_query through the pooler user, server named `postgres` resolved by DNS) served by pgmux.
+
+mod common;
+
+use common::*;
+use pgmux::dev::{PgOptions, TempPostgres};
+use std::io::{Read, Write};
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text[9..12].parse().unwrap();
+    (code, text.split_once("\r\n\r\n").unwrap().1.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_files_serve_as_written() {
+    let pg = TempPostgres::start(&PgOptions::default()).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/compose");
+    // as docker-entrypoint-initdb.d runs it: statement by statement (CREATE DATABASE cannot
+    // run in a transaction block)
+    let init = std::fs::read_to_string(root.join("init.sql")).unwrap();
+    let sql: String = init
+        .lines()
+        .filter(|l| !l.starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for stmt in sql.split(";\n").map(str::trim).filter(|s| !s.is_empty()) {
+        pg.psql("postgres", stmt)
+            .unwrap_or_else(|e| panic!("{stmt}: {e}"));
+    }
+
+    let (dns_port, hits) = fake_dns::serve(&["postgres."]);
+    let dir = std::env::temp_dir().join(format!("pgmux-compose-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("resolv.conf"),
+        format!("nameserver 127.0.0.1:{dns_port}\n"),
+    )
+    .unwrap();
+    std::fs::copy(root.join("userlist.txt"), dir.join("userlist.txt")).unwrap();
+    let (port, metrics) = (free_port(), free_port());
+    let log = dir.join("pgmux.log");
+    // only what differs between a container and this test: ports, file paths, the resolver
+    let ini = std::fs::read_to_string(root.join("pgbouncer.ini"))
+        .unwrap()
+        .replace("port=5432", &format!("port={}", pg.port()))
+        .replace("listen_addr = *", "listen_addr = 127.0.0.1")
+        .replace("listen_port = 6432", &format!("listen_port = {port}"))
+        .replace("0.0.0.0:9127", &format!("127.0.0.1:{metrics}"))
+        .replace("/etc/pgbouncer", &dir.display().to_string())
+        + &format!(
+            "resolv_conf = {}\nlogfile = {}\n",
+            dir.join("resolv.conf").display(),
+            log.display()
+        );
+    let ini_path = dir.join("pgbouncer.ini");
+    std::fs::write(&ini_path, ini).unwrap();
+    let mux = Pgmux::spawn(dir, port, log, ini_path);
+
+    let app = connect(&mux.url("synergyflow", "synergyflow_app", "synergyflow-dev-password"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", mux.log_text()));
+    let who: String = app
+        .query_one("select current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, "synergyflow_app");
+    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    let bad = connect(&mux.url("synergyflow", "synergyflow_app", "wrong")).await;
+    assert_eq!(db_error(&bad.unwrap_err()).1, "SASL authentication failed");
+
+    let admin = connect(&mux.url("pgbouncer", "admin", "admin-dev-password"))
+        .await
+        .unwrap();
+    let pools = rows_of(&admin.simple_query("SHOW POOLS").await.unwrap());
+    assert!(
+        pools.iter().any(|r| r[0].as_deref() == Some("synergyflow")
+            && r[1].as_deref() == Some("synergyflow_app")),
+        "{pools:?}"
+    );
+    let (code, body) = http_get(metrics, "/metrics");
+    assert_eq!(code, 200);
+    assert!(body.contains("pgbouncer_up 1"), "{body}");
+}
