@@ -44,12 +44,14 @@ impl Drop for CancelGuard<'_> {
 }
 
 impl CancelRegistry {
-    /// A fresh random key from the OS CSPRNG (high bit of the pid cleared, as PgBouncer does).
-    pub fn register(&self) -> CancelGuard<'_> {
+    /// A fresh random key from the OS CSPRNG (high bit of the pid cleared, as PgBouncer does),
+    /// carrying `peer_id` when peering is on.
+    pub fn register(&self, peer_id: u32) -> CancelGuard<'_> {
         loop {
             let mut key = [0u8; 8];
             getrandom::fill(&mut key).expect("OS random source");
             key[0] &= 0x7f;
+            crate::peers::stamp_key(&mut key, peer_id);
             let slot = Arc::new(CancelSlot::default());
             if let dashmap::Entry::Vacant(v) = self.map.entry(key) {
                 v.insert(slot.clone());
@@ -60,6 +62,35 @@ impl CancelRegistry {
                 };
             }
         }
+    }
+
+    /// A CancelRequest as received: with peering on, a key issued by another peer is forwarded
+    /// to it (one hop used up), else the local client's query is cancelled.
+    pub async fn dispatch(shared: &crate::state::Shared, mut key: [u8; 8]) {
+        let cfg = shared.config();
+        let me = cfg.general.peer_id;
+        if me > 0 {
+            let owner = crate::peers::key_peer(&key);
+            if owner != me {
+                if key[7] & crate::peers::TTL_MASK == 0 {
+                    tracing::info!(
+                        "failed to forward cancel request because its TTL was exhausted"
+                    );
+                    return;
+                }
+                key[7] -= 1;
+                let dir = if cfg.general.unix_socket_dir.is_empty() {
+                    "/tmp"
+                } else {
+                    &cfg.general.unix_socket_dir
+                };
+                shared.peers.forward(owner, key, &shared.dns, dir).await;
+                return;
+            }
+            // stored keys carry all TTL bits; the request may have used some hops
+            key[7] |= crate::peers::TTL_MASK;
+        }
+        shared.cancel.cancel(&key).await;
     }
 
     /// Forward a cancel for `key` to the server currently linked to that client. Unknown keys and

@@ -13,6 +13,7 @@ pub mod dns;
 pub mod listener;
 pub mod logging;
 pub mod params;
+pub mod peers;
 pub mod pool;
 pub mod protocol;
 pub mod reload;

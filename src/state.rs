@@ -58,6 +58,8 @@ pub struct Shared {
     pub tls: Arc<crate::tls::TlsState>,
     /// Host name resolution (hickory, dns_max_ttl cache).
     pub dns: Arc<crate::dns::Dns>,
+    /// `[peers]` and their cancel-forwarding counters.
+    pub peers: crate::peers::Peers,
 }
 
 pub const SHUTDOWN_WAIT_FOR_SERVERS: u8 = 1;
@@ -91,6 +93,7 @@ impl Shared {
             statements: crate::client::prepared::StatementRegistry::new(100_000, 64 << 20),
             tls: Arc::new(tls),
             dns: Arc::new(crate::dns::Dns::new(&config.general)),
+            peers: crate::peers::Peers::new(&config),
             config: RwLock::new(Arc::new(config)),
             userlist: RwLock::new(Arc::new(userlist)),
             hba: RwLock::new(Arc::new(hba)),

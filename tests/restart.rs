@@ -7,28 +7,6 @@ use common::*;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// Restores a sysctl value when dropped.
-struct Sysctl(&'static str, Option<String>);
-
-impl Sysctl {
-    /// net.ipv4.tcp_migrate_req = 1: connections queued on a listener that closes move to
-    /// another listener of its so_reuseport group instead of being reset (Linux >= 5.14).
-    fn migrate_req() -> Sysctl {
-        let path = "/proc/sys/net/ipv4/tcp_migrate_req";
-        let old = std::fs::read_to_string(path).ok();
-        std::fs::write(path, "1").expect("set net.ipv4.tcp_migrate_req (needs root)");
-        Sysctl(path, old)
-    }
-}
-
-impl Drop for Sysctl {
-    fn drop(&mut self) {
-        if let Some(v) = &self.1 {
-            let _ = std::fs::write(self.0, v.trim());
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn takeover_with_so_reuseport_drops_no_transaction() {
     let _migrate = Sysctl::migrate_req();

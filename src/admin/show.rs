@@ -154,11 +154,26 @@ pub fn show(shared: &Shared, role: Role, what: &str, query: &str, out: &mut Byte
             table(out, &[("hostname", S), ("ttl", Q), ("addrs", S)], &rows)
         }
         "dns_zones" => table(out, &[("zonename", S), ("serial", Q), ("count", I)], &[]),
-        "peers" => table(
-            out,
-            &[("peer_id", I), ("host", S), ("port", I), ("pool_size", I)],
-            &[],
-        ),
+        "peers" => {
+            let rows: Vec<Row> = shared
+                .peers
+                .all()
+                .iter()
+                .map(|p| {
+                    vec![
+                        n(p.cfg.id),
+                        p.cfg.host.clone(),
+                        n(p.cfg.port),
+                        n(p.pool_size),
+                    ]
+                })
+                .collect();
+            table(
+                out,
+                &[("peer_id", I), ("host", S), ("port", I), ("pool_size", I)],
+                &rows,
+            )
+        }
         "peer_pools" => table(
             out,
             &[
@@ -168,7 +183,21 @@ pub fn show(shared: &Shared, role: Role, what: &str, query: &str, out: &mut Byte
                 ("sv_active_cancel", I),
                 ("sv_login", I),
             ],
-            &[],
+            &shared
+                .peers
+                .all()
+                .iter()
+                .filter(|p| p.used.load(Relaxed))
+                .map(|p| {
+                    vec![
+                        n(p.cfg.id),
+                        n(p.cl_active.load(Relaxed)),
+                        n(p.cl_waiting.load(Relaxed)),
+                        n(p.sv_active.load(Relaxed)),
+                        n(p.sv_login.load(Relaxed)),
+                    ]
+                })
+                .collect::<Vec<Row>>(),
         ),
         _ => error(out, &format!("invalid command '{query}', use SHOW HELP;")),
     }
@@ -200,9 +229,17 @@ pub fn list_counts(shared: &Shared) -> Vec<(&'static str, usize)> {
     vec![
         ("databases", dbs.len()),
         ("users", super::show_pools::user_names(shared).len()),
-        ("peers", 0),
+        ("peers", shared.peers.all().len()),
         ("pools", shared.pools.len() + 1),
-        ("peer_pools", 0),
+        (
+            "peer_pools",
+            shared
+                .peers
+                .all()
+                .iter()
+                .filter(|p| p.used.load(Relaxed))
+                .count(),
+        ),
         ("free_clients", 0),
         ("used_clients", used_clients),
         ("login_clients", used_clients.saturating_sub(logged_in)),

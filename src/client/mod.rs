@@ -152,7 +152,7 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
                 },
                 StartupPacket::GssEnc => conn.write_all(b"N").await?,
                 StartupPacket::Cancel { key } => {
-                    shared.cancel.cancel(&key).await;
+                    crate::cancel::CancelRegistry::dispatch(shared, key).await;
                     return Ok(None);
                 }
                 StartupPacket::OldProtocol => {
@@ -295,7 +295,7 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
         ));
     }
     let welcome = pool.ensure_welcome().await.map_err(relay::checkout_error)?;
-    let cancel = shared.cancel.register();
+    let cancel = shared.cancel.register(cfg.general.peer_id);
     let mut params = info.params;
     params.fill_from(&welcome.params);
 

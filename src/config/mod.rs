@@ -3,6 +3,7 @@
 pub mod databases;
 pub mod hba;
 pub mod ini;
+pub mod peers;
 pub mod settings;
 pub mod userlist;
 
@@ -77,6 +78,8 @@ pub struct Config {
     pub general: General,
     pub databases: BTreeMap<String, DatabaseConfig>,
     pub users: BTreeMap<String, UserConfig>,
+    /// `[peers]`, by peer id.
+    pub peers: BTreeMap<u32, peers::PeerConfig>,
     /// One line per accepted-but-not-implemented setting the file gives a non-default value.
     pub warnings: Vec<String>,
     /// The [pgbouncer] values as written (last one wins), for SHOW CONFIG and describe().
@@ -100,6 +103,7 @@ impl Config {
         let mut users = BTreeMap::new();
         let mut raw: BTreeMap<String, String> = BTreeMap::new();
         let mut set_at: BTreeMap<&'static str, usize> = BTreeMap::new();
+        let mut peer_map: BTreeMap<u32, peers::PeerConfig> = BTreeMap::new();
         for e in &entries {
             let invalid = |key: &str, msg: String| ConfigError::Invalid {
                 file: e.file.clone(),
@@ -135,8 +139,10 @@ impl Config {
                         databases::parse_user(&e.key, &e.value).map_err(|(k, m)| invalid(&k, m))?;
                     users.insert(e.key.clone(), u);
                 }
-                // peering arrives with its own issue; the section is accepted
-                "peers" => {}
+                "peers" => {
+                    let p = peers::parse_peer(&e.key, &e.value).map_err(|(k, m)| invalid(&k, m))?;
+                    peer_map.insert(p.id, p);
+                }
                 other => {
                     return Err(ConfigError::Syntax {
                         file: e.file.clone(),
@@ -145,6 +151,17 @@ impl Config {
                     });
                 }
             }
+        }
+        if general.peer_id_auto {
+            let me = peers::hostname();
+            general.peer_id = peers::auto_peer_id(&me, peer_map.values()).ok_or_else(|| {
+                ConfigError::Invalid {
+                    file: file.to_path_buf(),
+                    line: set_at.get("peer_id").copied().unwrap_or(0),
+                    key: "peer_id".into(),
+                    msg: format!("auto: no [peers] entry has host {me:?} or {me:?}.<domain>"),
+                }
+            })?;
         }
         let mut warnings = Vec::new();
         for name in set_at.keys() {
@@ -171,6 +188,7 @@ impl Config {
             general,
             databases,
             users,
+            peers: peer_map,
             warnings,
             raw,
         })

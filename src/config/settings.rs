@@ -133,7 +133,7 @@ pub const SETTINGS: &[Setting] = &[
     // pgmux extension: address of the Prometheus /metrics, /healthz and /readyz endpoint ("" = off)
     s("metrics_listen", "", Str, true, false),
     s("min_pool_size", "0", Int, true, true),
-    s("peer_id", "0", Int, false, true),
+    s("peer_id", "0", Str, true, true),
     s("pidfile", "", Str, true, false),
     s("pkt_buf", "4096", Int, true, false),
     s("pool_mode", "session", Lookup(POOL_MODES), true, true),
@@ -384,6 +384,8 @@ pub struct General {
     /// client_tls_* / server_tls_* files and lists, by setting name.
     pub tls: std::collections::BTreeMap<&'static str, String>,
     pub peer_id: u32,
+    /// `peer_id = auto`: taken from the `[peers]` entry naming this host (resolved by Config).
+    pub peer_id_auto: bool,
 }
 
 impl Default for General {
@@ -473,6 +475,7 @@ impl Default for General {
             server_tls_sslmode: String::new(),
             tls: Default::default(),
             peer_id: 0,
+            peer_id_auto: false,
         };
         for st in SETTINGS {
             g.apply(st.name, st.default).expect("defaults parse");
@@ -590,11 +593,17 @@ impl General {
                 self.tls.insert(st.name, v.trim().to_string());
             }
             "peer_id" => {
-                let n = parse_u32(v)?;
-                if n > 16383 {
-                    return Err(format!("peer_id {n} out of range (0..16383)"));
+                if v.trim().eq_ignore_ascii_case("auto") {
+                    self.peer_id_auto = true;
+                    self.peer_id = 0;
+                } else {
+                    let n = parse_u32(v)?;
+                    if n > super::peers::MAX_PEER_ID {
+                        return Err(format!("peer_id {n} out of range (0..16383)"));
+                    }
+                    self.peer_id_auto = false;
+                    self.peer_id = n;
                 }
-                self.peer_id = n;
             }
             // accepted, validated by kind, not stored in a typed field
             _ => match st.kind {

@@ -328,3 +328,25 @@ pub fn start_with_admin(pg: &TempPostgres, seed: &pgmux::dev::Seed, extra: &str)
         &[(&seed.app_user, &seed.app_password), ("admin", "admin-pw")],
     )
 }
+
+/// Restores a sysctl value when dropped.
+pub struct Sysctl(&'static str, Option<String>);
+
+impl Sysctl {
+    /// net.ipv4.tcp_migrate_req = 1: connections queued on a listener that closes move to
+    /// another listener of its so_reuseport group instead of being reset (Linux >= 5.14).
+    pub fn migrate_req() -> Sysctl {
+        let path = "/proc/sys/net/ipv4/tcp_migrate_req";
+        let old = std::fs::read_to_string(path).ok();
+        std::fs::write(path, "1").expect("set net.ipv4.tcp_migrate_req (needs root)");
+        Sysctl(path, old)
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        if let Some(v) = &self.1 {
+            let _ = std::fs::write(self.0, v.trim());
+        }
+    }
+}
