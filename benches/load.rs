@@ -74,7 +74,17 @@ struct Target {
     name: &'static str,
     port: u16,
     clients: u32,
-    pid: Option<u32>,
+    /// The pooler's processes (several for an so_reuseport group); empty for PostgreSQL.
+    pids: Vec<u32>,
+}
+
+/// CPU and peak RSS summed over `pids`, None when there are none.
+fn usage(pids: &[u32]) -> Option<(f64, u64)> {
+    (!pids.is_empty()).then(|| {
+        pids.iter()
+            .map(|&p| proc_usage(p))
+            .fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    })
 }
 
 #[derive(Clone, Default)]
@@ -109,7 +119,7 @@ fn run_pgbench(
 ) -> RunResult {
     let _ = std::fs::remove_dir_all(logdir);
     std::fs::create_dir_all(logdir).unwrap();
-    let before = t.pid.map(proc_usage);
+    let before = usage(&t.pids);
     let children_before = children_cpu();
     let out = Command::new(pg.tool("pgbench"))
         .current_dir(logdir)
@@ -158,7 +168,7 @@ fn run_pgbench(
     });
     let out = out.wait_with_output().expect("wait for pgbench");
     let _ = watchdog.join();
-    let after = t.pid.map(proc_usage);
+    let after = usage(&t.pids);
     let client_cpu = children_cpu() - children_before;
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
@@ -392,14 +402,68 @@ fn main() {
         name: "PostgreSQL direct",
         port: pg.port(),
         clients: POOL,
-        pid: None,
+        pids: vec![],
     }];
     targets.push(Target {
         name: "pgmux",
         port: mux_port,
         clients: CLIENTS,
-        pid: Some(mux_pid),
+        pids: vec![mux_pid],
     });
+    // LOAD_PROCS=1: pgmux on one worker thread, and two such processes sharing one port
+    // (so_reuseport, peered), as PgBouncer users run several processes
+    if std::env::var("LOAD_PROCS").is_ok_and(|v| v == "1") {
+        let start = |name: &str, port: u16, extra: &str| {
+            std::fs::write(
+                dir.join(format!("{name}.ini")),
+                ini(pg.port(), port, &dir, name, tls) + extra,
+            )
+            .unwrap();
+            let child = Command::new(env!("CARGO_BIN_EXE_pgmux"))
+                .arg("-q")
+                .arg(dir.join(format!("{name}.ini")))
+                .env("PGMUX_THREADS", "1")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start pgmux");
+            let pid = child.id();
+            (child, pid)
+        };
+        let p1 = free_port();
+        let (c, pid) = start("pgmux-1thread", p1, "");
+        guard.0.push(c);
+        assert!(wait_port(p1), "pgmux (1 thread) did not start");
+        targets.push(Target {
+            name: "pgmux 1 thread",
+            port: p1,
+            clients: CLIENTS,
+            pids: vec![pid],
+        });
+        let p2 = free_port();
+        let mut pids = Vec::new();
+        for i in 1..=2u32 {
+            let sock = dir.join(format!("proc{i}"));
+            std::fs::create_dir_all(&sock).unwrap();
+            let half = POOL / 2;
+            let extra = format!(
+                "so_reuseport = 1\nunix_socket_dir = {s}\ndefault_pool_size = {half}\nmax_db_connections = {half}\n\
+                 peer_id = {i}\n[peers]\n1 = host={d}/proc1 port={p2}\n2 = host={d}/proc2 port={p2}\n",
+                s = sock.display(),
+                d = dir.display()
+            );
+            let (c, pid) = start(&format!("pgmux-proc{i}"), p2, &extra);
+            guard.0.push(c);
+            pids.push(pid);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        assert!(wait_port(p2), "pgmux processes did not start");
+        targets.push(Target {
+            name: "pgmux 2 procs x 1 thread",
+            port: p2,
+            clients: CLIENTS,
+            pids,
+        });
+    }
     if let Some(pgb) = find_pgbouncer() {
         let port = free_port();
         std::fs::write(
@@ -448,7 +512,7 @@ fn main() {
                 name: "PgBouncer",
                 port,
                 clients: CLIENTS,
-                pid: (pid > 0).then_some(pid),
+                pids: if pid > 0 { vec![pid] } else { vec![] },
             });
         } else {
             eprintln!("PgBouncer did not start; continuing without it");
@@ -522,7 +586,7 @@ fn main() {
             name: t.name,
             port: t.port,
             clients: 1,
-            pid: t.pid,
+            pids: t.pids.clone(),
         };
         let r = run_pgbench(
             &pg,
@@ -597,7 +661,7 @@ fn main() {
                 format!("{:.3}", median(cpu))
             },
             median(ok.iter().filter_map(|r| r.client_cpu_per_10k).collect()),
-            if t.pid.is_some() {
+            if !t.pids.is_empty() {
                 format!("{rss:.1}")
             } else {
                 "-".into()

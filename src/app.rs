@@ -63,12 +63,18 @@ pub fn raise_fd_limit() {
     }
 }
 
-/// Build a multi-threaded runtime with one worker per core.
+/// Build a multi-threaded runtime with one worker per core, or `PGMUX_THREADS` workers.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     raise_fd_limit();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = std::env::var("PGMUX_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        b.worker_threads(n);
+    }
+    b.enable_all().build()
 }
 
 /// Serve until shutdown. `ready` is called once listeners are bound.
