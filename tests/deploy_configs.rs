@@ -86,3 +86,81 @@ async fn compose_files_serve_as_written() {
     assert_eq!(code, 200);
     assert!(body.contains("pgbouncer_up 1"), "{body}");
 }
+
+/// The `pgbouncer.ini` embedded in a ConfigMap manifest (the literal block under `pgbouncer.ini: |`).
+fn configmap_ini(path: &str) -> String {
+    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap();
+    let mut out = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("pgbouncer.ini: |") {
+            inside = true;
+            continue;
+        }
+        if inside {
+            match line.strip_prefix("    ") {
+                Some(l) => out.push_str(l),
+                None if line.trim().is_empty() => {}
+                None => break,
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `pgmux check` on a file, run with the given host name (a private UTS namespace, root only).
+fn check_as_host(ini: &std::path::Path, hostname: &str) -> (bool, String) {
+    let out = std::process::Command::new("unshare")
+        .args([
+            "-u",
+            "sh",
+            "-c",
+            "hostname \"$1\" && exec \"$2\" check \"$3\"",
+            "sh",
+        ])
+        .arg(hostname)
+        .arg(env!("CARGO_BIN_EXE_pgmux"))
+        .arg(ini)
+        .output()
+        .expect("unshare");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// The Kubernetes ConfigMaps parse as pgmux reads them; in the peered StatefulSet every replica
+/// finds its own peer_id from its pod name (peer_id = auto), and a foreign host name is refused.
+#[test]
+fn kubernetes_configmaps_parse_and_each_replica_finds_its_peer_id() {
+    let dir = std::env::temp_dir().join(format!("pgmux-k8s-ini-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plain = dir.join("plain.ini");
+    std::fs::write(&plain, configmap_ini("deploy/kubernetes/configmap.yaml")).unwrap();
+    let (ok, out) = check_as_host(&plain, "synergyflow-pooler-7d9f-abcde");
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("* -> host=shared-postgres-rw.cnpg-system.svc"),
+        "{out}"
+    );
+
+    let peered = dir.join("peered.ini");
+    std::fs::write(
+        &peered,
+        configmap_ini("deploy/kubernetes-peered/configmap.yaml"),
+    )
+    .unwrap();
+    for ordinal in 0..3 {
+        let (ok, out) = check_as_host(&peered, &format!("synergyflow-pooler-{ordinal}"));
+        assert!(ok, "{out}");
+        assert!(
+            out.contains(&format!("(this instance: peer_id {})", ordinal + 1)),
+            "{out}"
+        );
+    }
+    let (ok, out) = check_as_host(&peered, "some-other-host");
+    assert!(!ok);
+    assert!(out.contains("peer_id: auto: no [peers] entry"), "{out}");
+}

@@ -256,6 +256,25 @@ impl Config {
                 format!("{:?}", d.pool_mode.unwrap_or(self.general.pool_mode)).to_lowercase(),
             );
         }
+        if !self.peers.is_empty() {
+            let _ = writeln!(
+                s,
+                "[peers] (this instance: peer_id {})",
+                self.general.peer_id
+            );
+            for p in self.peers.values() {
+                let _ = writeln!(
+                    s,
+                    "  {} -> host={} port={} pool_size={}",
+                    p.id,
+                    p.host.as_deref().unwrap_or("(unix_socket_dir)"),
+                    p.port,
+                    p.pool_size
+                        .map(|n| n.to_string())
+                        .unwrap_or_else(|| format!("{} (default)", self.general.default_pool_size)),
+                );
+            }
+        }
         if !self.users.is_empty() {
             let _ = writeln!(s, "[users]");
             for u in self.users.values() {
