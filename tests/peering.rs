@@ -249,45 +249,13 @@ async fn misconfigured_peers_do_not_loop() {
     assert_eq!(forwards, 1);
 }
 
-/// Several processes, one port (so_reuseport), peers over their unix sockets: psql's own cancel
-/// (SIGINT to psql) lands on either process and always works; pgbench through the port fails
-/// nothing while one process drains on SIGINT.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn so_reuseport_group_cancels_and_drains() {
-    let _migrate = Sysctl::migrate_req();
-    let (pg, seed) = postgres(100);
-    let users = [(seed.app_user.as_str(), seed.app_password.as_str())];
-    let port = free_port();
-    let base = std::env::temp_dir().join(format!("pgmux-peering-{}", std::process::id()));
-    let dirs: Vec<std::path::PathBuf> = (1..=2).map(|i| base.join(format!("p{i}"))).collect();
-    for d in &dirs {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    let peers: Vec<(u32, String)> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (i as u32 + 1, format!("host={} port={port}", d.display())))
-        .collect();
-    let mut procs: Vec<Pgmux> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let extra = format!(
-                "so_reuseport = 1\nunix_socket_dir = {}\ndefault_pool_size = 10",
-                d.display()
-            );
-            Pgmux::start_on(&pg, &peer_lines(i as u32 + 1, &extra, &peers), &users, port)
-        })
-        .collect();
-    let conn = format!(
-        "host=127.0.0.1 port={port} dbname=synergyflow user={}",
-        seed.app_user
-    );
-    // psql, Ctrl-C: psql sends the CancelRequest on a new connection to the same port
-    for round in 0..6 {
+/// psql, Ctrl-C: psql sends the CancelRequest on a new connection to the same port; `rounds`
+/// times, each must land within 2 s with PostgreSQL's message.
+async fn psql_cancels(pg: &pgmux::dev::TempPostgres, conn: &str, password: &str, rounds: u32) {
+    for round in 0..rounds {
         let mut psql = Command::new(pg.tool("psql"))
-            .args(["-X", "-c", "select pg_sleep(30)", &conn])
-            .env("PGPASSWORD", &seed.app_password)
+            .args(["-X", "-c", "select pg_sleep(30)", conn])
+            .env("PGPASSWORD", password)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -338,6 +306,43 @@ async fn so_reuseport_group_cancels_and_drains() {
             "round {round}: {err}"
         );
     }
+}
+
+/// Several processes, one port (so_reuseport), peers over their unix sockets: psql's own cancel
+/// (SIGINT to psql) lands on either process and always works; pgbench through the port fails
+/// nothing while one process drains on SIGINT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn so_reuseport_group_cancels_and_drains() {
+    let _migrate = Sysctl::migrate_req();
+    let (pg, seed) = postgres(100);
+    let users = [(seed.app_user.as_str(), seed.app_password.as_str())];
+    let port = free_port();
+    let base = std::env::temp_dir().join(format!("pgmux-peering-{}", std::process::id()));
+    let dirs: Vec<std::path::PathBuf> = (1..=2).map(|i| base.join(format!("p{i}"))).collect();
+    for d in &dirs {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let peers: Vec<(u32, String)> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (i as u32 + 1, format!("host={} port={port}", d.display())))
+        .collect();
+    let mut procs: Vec<Pgmux> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let extra = format!(
+                "so_reuseport = 1\nunix_socket_dir = {}\ndefault_pool_size = 10",
+                d.display()
+            );
+            Pgmux::start_on(&pg, &peer_lines(i as u32 + 1, &extra, &peers), &users, port)
+        })
+        .collect();
+    let conn = format!(
+        "host=127.0.0.1 port={port} dbname=synergyflow user={}",
+        seed.app_user
+    );
+    psql_cancels(&pg, &conn, &seed.app_password, 4).await;
     // pgJDBC: Statement.cancel() and setQueryTimeout() through the same port
     let jar = "/usr/share/java/postgresql.jar";
     assert!(
@@ -370,13 +375,15 @@ async fn so_reuseport_group_cancels_and_drains() {
     // pgbench (a connection per transaction) while the first process drains on SIGINT
     pgbench_init(&pg, &conn, &seed.app_password);
     let bench = Command::new(pg.tool("pgbench"))
-        .args(["-c", "8", "-j", "2", "-T", "6", "-C", "-n", &conn])
+        .args(["-c", "8", "-j", "2", "-T", "12", "-C", "-n", &conn])
         .env("PGPASSWORD", &seed.app_password)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // cancels under load land too
+    psql_cancels(&pg, &conn, &seed.app_password, 4).await;
     let code = tokio::task::block_in_place(|| {
         procs[0].signal_and_wait(libc::SIGINT, Duration::from_secs(20))
     });
