@@ -85,6 +85,7 @@ fn pool(c: &mut Criterion) {
             connect_timeout: Duration::from_secs(1),
             next_host: AtomicUsize::new(0),
             tls: Arc::new(pgmux::tls::TlsState::new(&pgmux::config::General::default()).unwrap()),
+            scram_keys: Default::default(),
             dns: Arc::new(pgmux::dns::Dns::new(&pgmux::config::General::default())),
         };
         let settings = PoolSettings {

@@ -3,6 +3,9 @@
 //!
 //! `cargo bench --bench load` (env: LOAD_ROUNDS, LOAD_SECS, LOAD_QUICK=1 for a short smoke run).
 
+#[path = "load/extra.rs"]
+mod extra;
+
 use pgmux::dev::{PgOptions, TempPostgres};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -302,6 +305,19 @@ fn find_pgbouncer() -> Option<PathBuf> {
 }
 
 struct Kill(Vec<Child>, Vec<u32>);
+
+/// What the extras need from the main run.
+struct Ctx {
+    pg: TempPostgres,
+    pg_port: u16,
+    dir: PathBuf,
+    quick: bool,
+    secs: u32,
+    app_user: String,
+    app_password: String,
+    auth_user: String,
+    auth_password: String,
+}
 impl Drop for Kill {
     fn drop(&mut self) {
         for c in &mut self.0 {
@@ -327,7 +343,7 @@ fn main() {
 
     eprintln!("starting PostgreSQL ...");
     let pg = TempPostgres::start(&PgOptions {
-        max_connections: 250,
+        max_connections: 600,
         extra_conf: vec![],
     })
     .expect("start PostgreSQL");
@@ -358,6 +374,9 @@ fn main() {
         "GRANT SELECT ON ALL TABLES IN SCHEMA public TO synergyflow_app",
     )
     .unwrap();
+    // the seed's role limit (200) would cap the client-count sweep of direct connections
+    pg.psql("postgres", "ALTER ROLE synergyflow_app CONNECTION LIMIT -1")
+        .unwrap();
 
     let dir = pg.root_dir().join("bench");
     std::fs::create_dir_all(&dir).unwrap();
@@ -701,5 +720,25 @@ fn main() {
     let target_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
     let _ = std::fs::create_dir_all(&target_dir);
     let _ = std::fs::write(target_dir.join("load-report.md"), &md);
-    drop(guard);
+    // LOAD_EXTRA=1: connection storm, idle clients' memory, client-count sweep and chart
+    if std::env::var("LOAD_EXTRA").is_ok_and(|v| v == "1") {
+        let ctx = Ctx {
+            pg_port: pg.port(),
+            pg,
+            dir: dir.clone(),
+            quick,
+            secs,
+            app_user: seed.app_user.clone(),
+            app_password: seed.app_password.clone(),
+            auth_user: seed.auth_user.clone(),
+            auth_password: seed.auth_password.clone(),
+        };
+        let more = extra::run(&ctx, &mut guard, &targets);
+        println!("\n{more}");
+        let _ = std::fs::write(target_dir.join("load-report-extra.md"), &more);
+        drop(guard);
+        drop(ctx);
+    } else {
+        drop(guard);
+    }
 }

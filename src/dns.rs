@@ -77,8 +77,14 @@ impl Dns {
     /// One address for `host`: an IP literal as is, a name from the cache (rotating over its
     /// addresses) or from a fresh lookup.
     pub async fn resolve(&self, host: &str, port: u16) -> io::Result<SocketAddr> {
+        Ok(self.resolve_rotated(host, port).await?[0])
+    }
+
+    /// Every address of `host`, starting with the next one in turn (callers try them in order,
+    /// as libpq does: `localhost` may answer ::1 where only 127.0.0.1 listens).
+    pub async fn resolve_rotated(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
         if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(SocketAddr::new(ip, port));
+            return Ok(vec![SocketAddr::new(ip, port)]);
         }
         let now = Instant::now();
         let cached = self
@@ -92,8 +98,10 @@ impl Dns {
         if addrs.is_empty() {
             return Err(not_found(host, "cached negative answer"));
         }
-        let i = next.fetch_add(1, Relaxed) % addrs.len();
-        Ok(SocketAddr::new(addrs[i], port))
+        let start = next.fetch_add(1, Relaxed) % addrs.len();
+        Ok((0..addrs.len())
+            .map(|k| SocketAddr::new(addrs[(start + k) % addrs.len()], port))
+            .collect())
     }
 
     /// Every address of `host` (for binding listen_addr), without caching.

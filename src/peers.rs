@@ -161,8 +161,8 @@ async fn connect(
         let path = format!("{host}/.s.PGSQL.{}", cfg.port);
         return Ok(Stream::Unix(tokio::net::UnixStream::connect(path).await?));
     }
-    let addr = dns.resolve(host, cfg.port).await?;
-    Ok(Stream::Tcp(tokio::net::TcpStream::connect(addr).await?))
+    let addrs = dns.resolve_rotated(host, cfg.port).await?;
+    Ok(Stream::Tcp(crate::server::login::connect_any(&addrs).await?))
 }
 
 #[cfg(test)]

@@ -236,6 +236,7 @@ impl Shared {
             next_host: AtomicUsize::new(0),
             tls: self.tls.clone(),
             dns: self.dns.clone(),
+            scram_keys: Default::default(),
         };
         let mode = ucfg
             .and_then(|u| u.pool_mode)

@@ -32,6 +32,17 @@ pub struct ScramClientKeys {
     pub server_key: [u8; 32],
 }
 
+impl ScramClientKeys {
+    /// ClientKey and ServerKey of `password` for a salt and iteration count (PBKDF2 runs here).
+    pub fn from_password(password: &str, salt: &[u8], iterations: u32) -> ScramClientKeys {
+        let salted = salted_password(password, salt, iterations);
+        ScramClientKeys {
+            client_key: hmac(&salted, b"Client Key"),
+            server_key: hmac(&salted, b"Server Key"),
+        }
+    }
+}
+
 fn nonce() -> String {
     let mut b = [0u8; 18];
     getrandom::fill(&mut b).expect("OS random source");
@@ -188,6 +199,15 @@ enum ClientCred {
     Keys(ScramClientKeys),
 }
 
+/// Salt and iteration count of a server-first-message, if it is well formed.
+pub fn server_first_salt(data: &[u8]) -> Option<(Vec<u8>, u32)> {
+    let msg = std::str::from_utf8(data).ok()?;
+    let a = attrs(msg);
+    let salt = B64.decode(a.iter().find(|x| x.0 == 's')?.1).ok()?;
+    let iterations = a.iter().find(|x| x.0 == 'i')?.1.parse().ok()?;
+    Some((salt, iterations))
+}
+
 /// Client side of a SCRAM-SHA-256 exchange with PostgreSQL.
 pub struct ScramClient {
     cred: ClientCred,
@@ -212,6 +232,12 @@ impl ScramClient {
             auth_message: String::new(),
             server_key: None,
         }
+    }
+
+    /// Answer the coming server-first with these keys instead of the password (a client that
+    /// learns the salt only from server-first and has the keys for it already).
+    pub fn set_keys(&mut self, keys: ScramClientKeys) {
+        self.cred = ClientCred::Keys(keys);
     }
 
     fn first_bare(&self) -> String {

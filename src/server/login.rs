@@ -30,8 +30,7 @@ async fn open_socket(target: &ServerTarget) -> Result<(Stream, ServerAddr, Strin
         let s = UnixStream::connect(&path).await?;
         return Ok((Stream::Unix(s), ServerAddr::Unix(path), "unix".to_string()));
     }
-    let addr = target.dns.resolve(&host, target.port).await?;
-    let mut s = TcpStream::connect(addr).await?;
+    let mut s = connect_any(&target.dns.resolve_rotated(&host, target.port).await?).await?;
     s.set_nodelay(true)?;
     let peer = s.peer_addr()?;
     let local = s.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -66,6 +65,18 @@ async fn open_socket(target: &ServerTarget) -> Result<(Stream, ServerAddr, Strin
             crate::protocol::ProtocolError::BadPacket,
         )),
     }
+}
+
+/// The first of `addrs` that accepts a connection (the last error otherwise).
+pub async fn connect_any(addrs: &[std::net::SocketAddr]) -> std::io::Result<TcpStream> {
+    let mut last = std::io::Error::from(std::io::ErrorKind::AddrNotAvailable);
+    for a in addrs {
+        match TcpStream::connect(a).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Connect and log in, within `target.connect_timeout`.
@@ -179,14 +190,39 @@ async fn connect_inner(
                             .take()
                             .ok_or(ServerError::Auth("unexpected SASL continue".into()))?;
                         let data = body[4..].to_vec();
-                        // PBKDF2 for a plaintext password is CPU-heavy: keep it off the async workers.
-                        let (client, reply) = tokio::task::spawn_blocking(move || {
-                            let r = client.server_first(&data);
-                            (client, r)
-                        })
-                        .await
-                        .map_err(|e| ServerError::Auth(e.to_string()))?;
-                        let reply = reply.map_err(|e| ServerError::Auth(e.to_string()))?;
+                        if let (Some(Secret::Plain(p)), Some((salt, iters))) =
+                            (secret(target), crate::auth::scram::server_first_salt(&data))
+                        {
+                            let known = target.scram_keys.lock().unwrap().as_ref().and_then(
+                                |(kp, ks, ki, k)| {
+                                    (*kp == p && *ks == salt && *ki == iters).then(|| k.clone())
+                                },
+                            );
+                            let keys = match known {
+                                Some(k) => k,
+                                None if iters > 0 => {
+                                    // PBKDF2 is CPU-heavy: keep it off the async workers
+                                    let (pw, s) = (p.clone(), salt.clone());
+                                    let k = tokio::task::spawn_blocking(move || {
+                                        ScramClientKeys::from_password(&pw, &s, iters)
+                                    })
+                                    .await
+                                    .map_err(|e| ServerError::Auth(e.to_string()))?;
+                                    *target.scram_keys.lock().unwrap() =
+                                        Some((p, salt, iters, k.clone()));
+                                    k
+                                }
+                                None => {
+                                    return Err(ServerError::Auth(
+                                        "malformed SCRAM message".into(),
+                                    ));
+                                }
+                            };
+                            client.set_keys(keys);
+                        }
+                        let reply = client
+                            .server_first(&data)
+                            .map_err(|e| ServerError::Auth(e.to_string()))?;
                         frontend::sasl_response(&mut out, &reply);
                         scram = Some(client);
                     }

@@ -31,9 +31,15 @@ pub struct ServerTarget {
     /// The TLS setup in force (its server side is read at each connect, so rotated
     /// certificates apply to new connections; never used on unix sockets).
     pub tls: std::sync::Arc<crate::tls::TlsState>,
+    /// SCRAM keys derived from the plaintext password for the server's salt: (password, salt,
+    /// iterations, keys). PBKDF2 then runs once per pool, not once per server login.
+    pub scram_keys: std::sync::Mutex<Option<DerivedKeys>>,
     /// Resolves host names in `hosts`.
     pub dns: std::sync::Arc<crate::dns::Dns>,
 }
+
+/// SCRAM keys derived from a plaintext password: (password, salt, iterations, keys).
+pub type DerivedKeys = (String, Vec<u8>, u32, crate::auth::ScramClientKeys);
 
 /// The address a server connection went to, for cancel requests and logs.
 #[derive(Debug, Clone)]

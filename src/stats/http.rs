@@ -100,8 +100,8 @@ pub async fn readiness(shared: &Shared) -> Result<(), String> {
             .is_ok_and(|r| r.is_ok())
         } else {
             tokio::time::timeout(Duration::from_secs(1), async {
-                let addr = shared.dns.resolve(&host, port).await?;
-                tokio::net::TcpStream::connect(addr).await
+                let addrs = shared.dns.resolve_rotated(&host, port).await?;
+                crate::server::login::connect_any(&addrs).await
             })
             .await
             .is_ok_and(|r| r.is_ok())
