@@ -5,7 +5,7 @@ use crate::auth::{ScramClientKeys, ScramSecret, ScramServer, Secret, md5};
 use crate::config::hba::HbaMethod;
 use crate::config::{AuthType, DatabaseConfig};
 use crate::protocol::backend;
-use crate::protocol::startup::read_message;
+use crate::protocol::startup::{fill, read_message};
 use crate::protocol::take_cstr;
 use crate::state::Shared;
 use bytes::BytesMut;
@@ -226,11 +226,22 @@ async fn refresh(
     }
 }
 
-async fn read_password(conn: &mut ClientConn) -> Result<String, ClientError> {
-    let (tag, body) = read_message(&mut conn.stream, &mut conn.rbuf, MAX_AUTH_MSG).await?;
-    if tag != b'p' {
-        return Err(ClientError::fatal("bad packet"));
+/// Read the client's next PasswordMessage/SASL message ('p'). Anything else is refused from its
+/// header alone, without waiting for a body it may never send.
+async fn read_auth_message(conn: &mut ClientConn) -> Result<BytesMut, ClientError> {
+    fill(&mut conn.stream, &mut conn.rbuf, 5).await?;
+    match conn.rbuf[0] {
+        b'p' => {}
+        // a length's high byte: a startup packet, SSLRequest or CancelRequest
+        0 => return Err(ClientError::fatal("client re-sent startup pkt")),
+        _ => return Err(ClientError::fatal("bad packet")),
     }
+    let (_, body) = read_message(&mut conn.stream, &mut conn.rbuf, MAX_AUTH_MSG).await?;
+    Ok(body)
+}
+
+async fn read_password(conn: &mut ClientConn) -> Result<String, ClientError> {
+    let body = read_auth_message(conn).await?;
     let (pw, _) = take_cstr(&body).ok_or_else(|| ClientError::fatal("bad packet"))?;
     Ok(String::from_utf8_lossy(pw).into_owned())
 }
@@ -263,10 +274,7 @@ async fn scram(
         _ => (ScramSecret::mock(user, &shared.mock_seed), false),
     };
 
-    let (tag, body) = read_message(&mut conn.stream, &mut conn.rbuf, MAX_AUTH_MSG).await?;
-    if tag != b'p' {
-        return Err(ClientError::fatal("bad packet"));
-    }
+    let body = read_auth_message(conn).await?;
     let (mech, rest) = take_cstr(&body).ok_or_else(|| ClientError::fatal("bad packet"))?;
     if mech != b"SCRAM-SHA-256" {
         return Err(ClientError::fatal(
@@ -276,7 +284,12 @@ async fn scram(
     if rest.len() < 4 {
         return Err(ClientError::fatal("bad packet"));
     }
-    let data = &rest[4..];
+    // the data length must match the bytes that follow (-1: no data)
+    let (len, data) = rest.split_at(4);
+    let len = i32::from_be_bytes(len.try_into().unwrap());
+    if !(len == -1 && data.is_empty() || usize::try_from(len) == Ok(data.len())) {
+        return Err(ClientError::fatal("bad packet"));
+    }
     let server_key = secret.server_key;
     let mut server = ScramServer::new(secret);
     let first = server
@@ -286,10 +299,7 @@ async fn scram(
     backend::auth_request(&mut out, backend::AUTH_SASL_CONTINUE, &first);
     conn.write_all(&out).await?;
 
-    let (tag, body) = read_message(&mut conn.stream, &mut conn.rbuf, MAX_AUTH_MSG).await?;
-    if tag != b'p' {
-        return Err(ClientError::fatal("bad packet"));
-    }
+    let body = read_auth_message(conn).await?;
     let (fin, client_key) = server
         .client_final(&body)
         .map_err(|_| ClientError::fatal(FAILED))?;

@@ -143,7 +143,16 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
             tls::upgrade(conn, acc, false).await?;
         }
         loop {
-            match read_startup(&mut conn.stream, &mut conn.rbuf).await? {
+            let pkt = match read_startup(&mut conn.stream, &mut conn.rbuf).await {
+                // a tagged PasswordMessage where the startup packet should be
+                Err(ProtocolError::BadHeader) if conn.rbuf.first() == Some(&b'p') => {
+                    return Err(ClientError::fatal(
+                        "client password pkt before startup packet",
+                    ));
+                }
+                r => r?,
+            };
+            match pkt {
                 StartupPacket::Ssl => match &tls.acceptor {
                     Some(acc) if !conn.stream.is_unix() && !conn.stream.is_tls() => {
                         tls::upgrade(conn, acc, true).await?
@@ -153,6 +162,10 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
                 StartupPacket::GssEnc => conn.write_all(b"N").await?,
                 StartupPacket::Cancel { key } => {
                     crate::cancel::CancelRegistry::dispatch(shared, key).await;
+                    return Ok(None);
+                }
+                StartupPacket::BadCancel => {
+                    tracing::debug!("{} bad cancel request", conn.prefix());
                     return Ok(None);
                 }
                 StartupPacket::OldProtocol => {

@@ -7,6 +7,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 pub const SSL_REQUEST: u32 = 80877103;
 pub const GSSENC_REQUEST: u32 = 80877104;
 pub const CANCEL_REQUEST: u32 = 80877102;
+/// The protocol 2.0 startup code.
+pub const STARTUP_V2: u32 = 0x0002_0000;
 /// Startup packets larger than this are refused (PostgreSQL uses 10000).
 pub const MAX_STARTUP_PACKET: usize = 64 * 1024;
 
@@ -18,12 +20,14 @@ pub enum StartupPacket {
     Cancel {
         key: [u8; 8],
     },
+    /// A CancelRequest of the wrong length: dropped without an answer, as PgBouncer does.
+    BadCancel,
     Startup {
         minor: u16,
         params: Vec<(String, String)>,
         protocol_options: Vec<String>,
     },
-    /// A protocol major version other than 3 (2.0 and older, or garbage).
+    /// Protocol 2.0.
     OldProtocol,
 }
 
@@ -64,15 +68,19 @@ pub fn parse_startup(body: &[u8]) -> Result<StartupPacket, ProtocolError> {
     match code {
         SSL_REQUEST if rest.is_empty() => Ok(StartupPacket::Ssl),
         GSSENC_REQUEST if rest.is_empty() => Ok(StartupPacket::GssEnc),
-        CANCEL_REQUEST => {
-            let key: [u8; 8] = rest.try_into().map_err(|_| ProtocolError::BadPacket)?;
-            Ok(StartupPacket::Cancel { key })
-        }
+        CANCEL_REQUEST => Ok(match rest.try_into() {
+            Ok(key) => StartupPacket::Cancel { key },
+            Err(_) => StartupPacket::BadCancel,
+        }),
         _ => {
             let major = (code >> 16) as u16;
             let minor = (code & 0xffff) as u16;
-            if major != 3 {
+            if code == STARTUP_V2 {
                 return Ok(StartupPacket::OldProtocol);
+            }
+            if major != 3 {
+                // neither a request nor a protocol version: PgBouncer's "unknown special pkt"
+                return Err(ProtocolError::BadHeader);
             }
             let mut params = Vec::new();
             let mut protocol_options = Vec::new();
@@ -158,8 +166,15 @@ mod tests {
             parse_startup(&v2).unwrap(),
             StartupPacket::OldProtocol
         ));
+        assert!(matches!(
+            parse_startup(&0x1234_5678u32.to_be_bytes()),
+            Err(ProtocolError::BadHeader)
+        ));
         let mut c = CANCEL_REQUEST.to_be_bytes().to_vec();
         c.extend_from_slice(&[1, 2, 3]);
-        assert!(parse_startup(&c).is_err());
+        assert!(matches!(
+            parse_startup(&c).unwrap(),
+            StartupPacket::BadCancel
+        ));
     }
 }
