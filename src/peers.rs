@@ -162,7 +162,9 @@ async fn connect(
         return Ok(Stream::Unix(tokio::net::UnixStream::connect(path).await?));
     }
     let addrs = dns.resolve_rotated(host, cfg.port).await?;
-    Ok(Stream::Tcp(crate::server::login::connect_any(&addrs).await?))
+    Ok(Stream::Tcp(
+        crate::server::login::connect_any(&addrs).await?,
+    ))
 }
 
 #[cfg(test)]

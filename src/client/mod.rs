@@ -114,7 +114,7 @@ pub async fn handle(stream: Stream, peer: String, shared: Arc<Shared>) {
         let mut out = BytesMut::new();
         backend::error_response(&mut out, "FATAL", &code, &msg);
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), conn.write_all(&out)).await;
-        linger(&mut conn).await;
+        Box::pin(linger(&mut conn)).await;
     }
 }
 
@@ -190,6 +190,8 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
     };
     // client_login_timeout covers the startup packet and the whole authentication exchange
     let login_deadline = tokio::time::Instant::now() + g.client_login_timeout;
+    // boxed: the login's state is freed once it is done instead of sizing every client's task
+    let login = Box::pin(login);
     let params = if g.client_login_timeout.is_zero() {
         login.await?
     } else {
@@ -214,7 +216,7 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
     conn.who = format!("{}/{}", info.database, info.user);
 
     if info.database == "pgbouncer" {
-        return admin_login(conn, shared, &info.user, login_deadline).await;
+        return Box::pin(admin_login(conn, shared, &info.user, login_deadline)).await;
     }
     let _count = ClientCount::new(shared);
     if shared.clients.load(Ordering::Relaxed) > g.max_client_conn as usize {
@@ -232,13 +234,13 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
     }
     let db = cfg.database(&info.database).cloned();
     let forced = db.as_ref().is_some_and(|d| d.user.is_some());
-    let auth = auth::authenticate(
+    let auth = Box::pin(auth::authenticate(
         conn,
         shared,
         &info.user,
         &info.database,
         db.as_ref().map(|d| (info.database.as_str(), d)),
-    );
+    ));
     let outcome = if g.client_login_timeout.is_zero() {
         auth.await?
     } else {

@@ -214,6 +214,36 @@ impl<'a> Relay<'a> {
         let c_room = self.c_out.len() < BACKPRESSURE
             && !(self.ps_stalled && self.conn.rbuf.len() >= BACKPRESSURE);
         let s_room = self.s_out.len() < BACKPRESSURE;
+        // an idle client (no server, nothing buffered) waits for its next message without
+        // holding buffers: 1000s of connected clients cost little memory, as in PgBouncer
+        if self.server.is_none()
+            && self.conn.rbuf.is_empty()
+            && self.s_out.is_empty()
+            && !self.conn.stream.is_tls()
+        {
+            self.conn.rbuf = BytesMut::new();
+            self.s_in = BytesMut::new();
+            self.c_out = BytesMut::new();
+            self.s_out = BytesMut::new();
+            let ready = tokio::select! {
+                biased;
+                _ = killed(self.timers.as_deref()) => None,
+                r = self.conn.stream.readable() => Some(r),
+            };
+            match ready {
+                // go on to read: the read below consumes the readiness
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => {
+                    return Err(ClientError::fatal(
+                        self.timers
+                            .as_ref()
+                            .map(|t| t.killed().message())
+                            .unwrap_or("client_idle_timeout"),
+                    ));
+                }
+            }
+        }
         let cbuf = &mut self.conn.rbuf;
         if cbuf.capacity() - cbuf.len() < 512 {
             cbuf.reserve(CLIENT_CHUNK);

@@ -129,6 +129,16 @@ impl Stream {
         }
     }
 
+    /// Wait until the socket has data (or EOF) without a buffer; TLS streams report ready at
+    /// once (rustls may hold decrypted bytes already).
+    pub async fn readable(&self) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.readable().await,
+            Stream::Unix(s) => s.readable().await,
+            Stream::Tls(_) => Ok(()),
+        }
+    }
+
     pub fn is_unix(&self) -> bool {
         matches!(self, Stream::Unix(_))
     }
