@@ -4,146 +4,15 @@
 
 mod common;
 
+use common::faults::*;
+use common::raw::*;
 use common::*;
 use pgmux::dev::TempPostgres;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use std::time::{Duration, Instant};
 use tokio::time::{sleep, timeout};
-
-/// Generous bound for one client operation: anything longer is a hang.
-const OP_LIMIT: Duration = Duration::from_secs(40);
-
-/// SQL as the superuser, from async code.
-fn su(pg: &TempPostgres, sql: &str) -> String {
-    tokio::task::block_in_place(|| pg.psql("synergyflow", sql).unwrap())
-        .trim()
-        .to_string()
-}
-
-fn epoch_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
-/// Poll `cond` every 50 ms until it holds; false after `limit`.
-async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// An admin-console command's rows as column-name → value maps.
-async fn show(admin: &tokio_postgres::Client, cmd: &str) -> Vec<HashMap<String, String>> {
-    let msgs = timeout(OP_LIMIT, admin.simple_query(cmd))
-        .await
-        .expect("admin console hangs")
-        .unwrap();
-    msgs.iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                r.columns()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| (c.name().to_string(), r.get(i).unwrap_or("").to_string()))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect()
-}
-
-async fn admin_of(mux: &Pgmux) -> tokio_postgres::Client {
-    connect(&mux.url("pgbouncer", "admin", "admin-pw"))
-        .await
-        .unwrap()
-}
-
-/// The synergyflow pool's SHOW POOLS row.
-async fn pool_row(admin: &tokio_postgres::Client) -> HashMap<String, String> {
-    show(admin, "SHOW POOLS")
-        .await
-        .into_iter()
-        .find(|r| r["database"] == "synergyflow")
-        .expect("synergyflow pool")
-}
-
-fn num(r: &HashMap<String, String>, k: &str) -> i64 {
-    r[k].parse().unwrap()
-}
-
-/// Pids of live PostgreSQL backends.
-fn live_pids(pg: &TempPostgres) -> HashSet<u32> {
-    su(pg, "select pid from pg_stat_activity")
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect()
-}
-
-/// Every server SHOW SERVERS lists is a live backend (none left over from before a fault).
-async fn servers_all_live(pg: &TempPostgres, admin: &tokio_postgres::Client) -> bool {
-    let live = live_pids(pg);
-    show(admin, "SHOW SERVERS")
-        .await
-        .iter()
-        .all(|r| live.contains(&r["remote_pid"].parse::<u32>().unwrap()))
-}
-
-/// All `size` servers of the pool can be held at once and no more exist: the faults leaked no
-/// slot either way.
-async fn assert_full_capacity(url: &str, admin: &tokio_postgres::Client, size: usize) {
-    let mut holders = Vec::new();
-    for _ in 0..size {
-        let c = connect(url).await.unwrap();
-        timeout(OP_LIMIT, c.batch_execute("begin; select 1"))
-            .await
-            .expect("no server for a new transaction: a pool slot leaked")
-            .unwrap();
-        holders.push(c);
-    }
-    let p = pool_row(admin).await;
-    assert_eq!(
-        (num(&p, "sv_active"), num(&p, "cl_waiting")),
-        (size as i64, 0),
-        "{p:?}"
-    );
-    for c in &holders {
-        c.batch_execute("commit").await.unwrap();
-    }
-    let p = pool_row(admin).await;
-    assert_eq!(
-        (num(&p, "sv_active"), num(&p, "cl_waiting")),
-        (0, 0),
-        "{p:?}"
-    );
-    let servers = show(admin, "SHOW SERVERS").await;
-    assert!(
-        servers.len() <= size,
-        "more servers than the pool size: {servers:?}"
-    );
-}
-
-/// An error's SQLSTATE and text (empty SQLSTATE for a closed connection).
-fn err_text(e: &tokio_postgres::Error) -> String {
-    let (c, m) = db_error(e);
-    format!("{c} {m}")
-}
 
 /// What one looping client saw.
 #[derive(Default)]
@@ -427,6 +296,12 @@ async fn terminated_backends_fail_only_their_client() {
         .await
         .unwrap()
         .get(0);
+    // the victim's server stays with it for the whole transaction
+    let state = su(
+        &pg,
+        &format!("select state || ': ' || query from pg_stat_activity where pid = {pid}"),
+    );
+    assert_eq!(state, "idle in transaction: select pg_backend_pid()");
     killed += terminate(&pg, &format!("pid = {pid}"));
     assert_eq!(killed, 1);
     let e = timeout(OP_LIMIT, victim.simple_query("select 1"))
@@ -509,117 +384,6 @@ async fn terminated_backends_fail_only_their_client() {
     assert_full_capacity(&url, &admin, 10).await;
     // and the idle client is still fine
     still_fine().await;
-}
-
-/// A client speaking the protocol by hand, so it can vanish at any point.
-struct Raw {
-    s: TcpStream,
-    buf: Vec<u8>,
-}
-
-fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![tag];
-    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-    m.extend_from_slice(body);
-    m
-}
-
-fn cstr(s: &str) -> Vec<u8> {
-    let mut v = s.as_bytes().to_vec();
-    v.push(0);
-    v
-}
-
-fn q(sql: &str) -> Vec<u8> {
-    msg(b'Q', &cstr(sql))
-}
-
-fn parse(name: &str, sql: &str) -> Vec<u8> {
-    let mut b = cstr(name);
-    b.extend(cstr(sql));
-    b.extend_from_slice(&0u16.to_be_bytes());
-    msg(b'P', &b)
-}
-
-/// Bind the unnamed portal to `stmt` with no parameters, text results.
-fn bind(stmt: &str) -> Vec<u8> {
-    let mut b = cstr("");
-    b.extend(cstr(stmt));
-    b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-    msg(b'B', &b)
-}
-
-fn execute() -> Vec<u8> {
-    let mut b = cstr("");
-    b.extend_from_slice(&0u32.to_be_bytes());
-    msg(b'E', &b)
-}
-
-fn sync() -> Vec<u8> {
-    msg(b'S', &[])
-}
-
-fn flush() -> Vec<u8> {
-    msg(b'H', &[])
-}
-
-impl Raw {
-    /// Log in with a cleartext password (auth_type = plain) and wait for ReadyForQuery.
-    async fn login(port: u16, db: &str, user: &str, password: &str) -> Raw {
-        let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let mut r = Raw { s, buf: Vec::new() };
-        r.send(&startup_packet(user, db)).await;
-        let (tag, body) = r.recv().await;
-        assert_eq!((tag, &body[..4]), (b'R', &3u32.to_be_bytes()[..]));
-        r.send(&msg(b'p', &cstr(password))).await;
-        r.until(b'Z').await;
-        r
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.s.write_all(bytes).await.unwrap();
-    }
-
-    /// The next message (tag, body).
-    async fn recv(&mut self) -> (u8, Vec<u8>) {
-        loop {
-            if self.buf.len() >= 5 {
-                let len = u32::from_be_bytes(self.buf[1..5].try_into().unwrap()) as usize;
-                if self.buf.len() > len {
-                    let m: Vec<u8> = self.buf.drain(..len + 1).collect();
-                    return (m[0], m[5..].to_vec());
-                }
-            }
-            let mut chunk = [0u8; 8192];
-            let n = timeout(OP_LIMIT, self.s.read(&mut chunk))
-                .await
-                .expect("no reply")
-                .unwrap();
-            assert!(n > 0, "connection closed");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// Messages up to and including the first with `tag`.
-    async fn until(&mut self, tag: u8) -> Vec<(u8, Vec<u8>)> {
-        let mut out = Vec::new();
-        loop {
-            let m = self.recv().await;
-            let last = m.0 == tag;
-            out.push(m);
-            if last {
-                return out;
-            }
-        }
-    }
-
-    /// Vanish without a Terminate: a reset (`rst`) or a plain close.
-    fn kill(self, rst: bool) {
-        if rst {
-            self.s.set_zero_linger().unwrap();
-        }
-        drop(self.s);
-    }
 }
 
 /// After a client vanished: no backend idle in a transaction, none still running `running`,
@@ -827,74 +591,6 @@ async fn vanished_clients_leave_no_transaction_or_lock() {
         log.contains("client disconnect while server was not ready"),
         "{log}"
     );
-}
-
-/// What a request up to ReadyForQuery returned: first column of each row, the first error
-/// (severity, SQLSTATE, message), the transaction status.
-struct Reply {
-    rows: Vec<Option<String>>,
-    error: Option<(String, String, String)>,
-    status: u8,
-}
-
-impl Raw {
-    async fn request(&mut self, bytes: &[u8]) -> Reply {
-        self.send(bytes).await;
-        let mut reply = Reply {
-            rows: Vec::new(),
-            error: None,
-            status: 0,
-        };
-        for (tag, body) in self.until(b'Z').await {
-            match tag {
-                b'D' => {
-                    let len = i32::from_be_bytes(body[2..6].try_into().unwrap());
-                    reply.rows.push(
-                        (len >= 0).then(|| {
-                            String::from_utf8(body[6..6 + len as usize].to_vec()).unwrap()
-                        }),
-                    );
-                }
-                b'E' if reply.error.is_none() => reply.error = Some(error_fields(&body)),
-                b'Z' => reply.status = body[0],
-                _ => {}
-            }
-        }
-        reply
-    }
-
-    async fn simple(&mut self, sql: &str) -> Reply {
-        self.request(&q(sql)).await
-    }
-
-    /// Bind + Execute + Sync of a named statement.
-    async fn run_named(&mut self, stmt: &str) -> Reply {
-        let mut b = bind(stmt);
-        b.extend(execute());
-        b.extend(sync());
-        self.request(&b).await
-    }
-
-    /// The first message after the connection is told to go away, and that it then closes.
-    async fn fatal(&mut self) -> (String, String, String) {
-        let (tag, body) = self.recv().await;
-        assert_eq!(tag, b'E');
-        let mut rest = [0u8; 1];
-        let n = timeout(OP_LIMIT, self.s.read(&mut rest))
-            .await
-            .unwrap()
-            .unwrap_or(0);
-        assert_eq!(n, 0, "the connection stays open after a FATAL");
-        error_fields(&body)
-    }
-}
-
-async fn value(c: &tokio_postgres::Client, sql: &str) -> String {
-    let m = timeout(OP_LIMIT, c.simple_query(sql))
-        .await
-        .expect("query hangs")
-        .unwrap();
-    rows_of(&m)[0][0].clone().unwrap_or_default()
 }
 
 /// Transaction mode with one server: tracked parameters, temp tables, protocol-level prepared

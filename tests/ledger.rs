@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::faults::OP_LIMIT;
 use common::*;
 use pgmux::dev::TempPostgres;
 use std::collections::HashSet;
@@ -14,8 +15,6 @@ use tokio::time::{sleep, timeout};
 
 const ACCOUNTS: u64 = 20;
 const OPENING: i64 = 1000;
-/// Generous bound for one client operation: anything longer is a hang.
-const OP_LIMIT: Duration = Duration::from_secs(40);
 
 /// xorshift64: deterministic per client, no extra dependency.
 struct Rng(u64);
