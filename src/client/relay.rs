@@ -69,6 +69,10 @@ pub struct Relay<'a> {
     terminated: bool,
     /// The linked server failed a read or write.
     server_broken: bool,
+    /// The server sent an ErrorResponse or NoticeResponse with no request outstanding (a dying
+    /// backend's FATAL right after a ReadyForQuery): it is not released before the next
+    /// ReadyForQuery, as PgBouncer's `ready = false`.
+    server_dirty: bool,
     /// Timestamps for the janitor's timeouts (None when no timeout applies).
     timers: Option<Arc<ClientTimers>>,
     /// The janitor ended this client; close the server with this reason.
@@ -152,6 +156,7 @@ impl<'a> Relay<'a> {
             status: b'I',
             terminated: false,
             server_broken: false,
+            server_dirty: false,
             timers,
             kill_server: None,
             query_wait_notify: cfg.general.query_wait_notify,
@@ -427,7 +432,9 @@ impl<'a> Relay<'a> {
     /// Bookkeeping for one server message: ReadyForQuery, tracked ParameterStatus, COPY-in start.
     fn on_server_msg(&mut self, m: &crate::protocol::scan::Msg) -> Result<(), ClientError> {
         match m.tag {
+            b'E' | b'N' if self.pending == 0 => self.server_dirty = true,
             b'Z' => {
+                self.server_dirty = false;
                 let body = m.body.clone().unwrap();
                 self.status = self.s_in.get(body.start).copied().unwrap_or(b'I');
                 self.pending = self.pending.saturating_sub(1);
@@ -489,6 +496,7 @@ impl<'a> Relay<'a> {
     fn releasable(&self) -> bool {
         self.ps.as_ref().is_none_or(|p| p.expect.is_empty())
             && self.status == b'I'
+            && !self.server_dirty
             && self.pending == 0
             && !self.ext_open
             && !self.copy_in

@@ -27,10 +27,19 @@ async fn open_socket(target: &ServerTarget) -> Result<(Stream, ServerAddr, Strin
     };
     if host.starts_with('/') {
         let path = std::path::PathBuf::from(format!("{}/.s.PGSQL.{}", host, target.port));
-        let s = UnixStream::connect(&path).await?;
+        let s = UnixStream::connect(&path)
+            .await
+            .map_err(ServerError::ConnectFailed)?;
         return Ok((Stream::Unix(s), ServerAddr::Unix(path), "unix".to_string()));
     }
-    let mut s = connect_any(&target.dns.resolve_rotated(&host, target.port).await?).await?;
+    let addrs = target
+        .dns
+        .resolve_rotated(&host, target.port)
+        .await
+        .map_err(ServerError::ConnectFailed)?;
+    let mut s = connect_any(&addrs)
+        .await
+        .map_err(ServerError::ConnectFailed)?;
     s.set_nodelay(true)?;
     let peer = s.peer_addr()?;
     let local = s.local_addr().map(|a| a.to_string()).unwrap_or_default();

@@ -121,6 +121,9 @@ impl ServerConn {
 pub enum ServerError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The TCP or unix-socket connect itself failed (refused, unreachable).
+    #[error("connect failed: {0}")]
+    ConnectFailed(std::io::Error),
     #[error("connect timeout")]
     Timeout,
     /// The server refused the login: passed to clients with the server's SQLSTATE and text.
@@ -137,11 +140,22 @@ pub enum ServerError {
 }
 
 impl ServerError {
-    /// SQLSTATE and message a waiting client is sent.
+    /// SQLSTATE and message a waiting client is sent (and the server_login_retry cached
+    /// error): PgBouncer's reasons, never an OS error text.
     pub fn client_error(&self) -> (String, String) {
-        match self {
-            ServerError::Login { sqlstate, message } => (sqlstate.clone(), message.clone()),
-            other => ("08P01".to_string(), other.to_string()),
-        }
+        use crate::protocol::ProtocolError;
+        let m = match self {
+            ServerError::Login { sqlstate, message } => {
+                return (sqlstate.clone(), message.clone());
+            }
+            ServerError::ConnectFailed(_) => "connect failed".to_string(),
+            ServerError::Io(_)
+            | ServerError::Crashed
+            | ServerError::Protocol(ProtocolError::Eof | ProtocolError::Io(_)) => {
+                "server conn crashed?".to_string()
+            }
+            other => other.to_string(),
+        };
+        ("08P01".to_string(), m)
     }
 }

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod fake_dns;
+pub mod faults;
+pub mod raw;
 
 use pgmux::dev::{PgOptions, Seed, TempPostgres};
 use std::io::{Read, Write};

@@ -67,6 +67,7 @@ impl Relay<'_> {
             return;
         }
         let clean = self.status == b'I'
+            && !self.server_dirty
             && self.pending == 0
             && !self.ext_open
             && !self.copy_in
