@@ -63,6 +63,9 @@ pub async fn read_startup<R: AsyncRead + Unpin>(
 
 /// Parse the body (after the length) of a startup-phase packet.
 pub fn parse_startup(body: &[u8]) -> Result<StartupPacket, ProtocolError> {
+    if body.len() < 4 {
+        return Err(ProtocolError::BadPacket);
+    }
     let code = be_u32(body);
     let rest = &body[4..];
     match code {
@@ -176,5 +179,13 @@ mod tests {
             parse_startup(&c).unwrap(),
             StartupPacket::BadCancel
         ));
+    }
+
+    #[test]
+    fn short_body_is_an_error_not_a_panic() {
+        // found by fuzz/fuzz_targets/startup.rs: a body shorter than the protocol code
+        for b in [&[][..], &[0], &[0, 3, 0]] {
+            assert!(matches!(parse_startup(b), Err(ProtocolError::BadPacket)));
+        }
     }
 }
