@@ -496,8 +496,18 @@ fn main() {
             .status();
         let am_root = unsafe { libc::geteuid() } == 0;
         let mut cmd = if am_root {
+            // runuser resets the soft fd limit to 1024: raise it to the hard limit, as pgmux
+            // does for itself, so 1000+ clients fit
             let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&pgb);
+            c.args([
+                "-u",
+                "postgres",
+                "--",
+                "sh",
+                "-c",
+                "ulimit -n \"$(ulimit -Hn)\"; exec \"$0\" \"$@\"",
+            ])
+            .arg(&pgb);
             c
         } else {
             Command::new(&pgb)

@@ -170,8 +170,10 @@ pub fn storm(
         }
         let mut failed = 0;
         let mut keep = Vec::with_capacity(n);
+        // one deadline for the whole storm: a pooler that never answers cannot stall the run
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         for task in tasks {
-            match tokio::time::timeout(Duration::from_secs(120), task).await {
+            match tokio::time::timeout_at(deadline, task).await {
                 Ok(Ok(Ok(s))) => keep.push(s),
                 _ => failed += 1,
             }
@@ -197,7 +199,9 @@ pub fn idle<T>(
     let open: Vec<TcpStream> = rt.block_on(async {
         let mut open = Vec::with_capacity(n);
         let mut left = n;
-        while left > 0 {
+        // one deadline for all the logins
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while left > 0 && tokio::time::Instant::now() < deadline {
             let batch = left.min(500);
             let mut tasks = Vec::with_capacity(batch);
             for _ in 0..batch {
@@ -208,7 +212,10 @@ pub fn idle<T>(
                 }));
             }
             for t in tasks {
-                match t.await {
+                let Ok(t) = tokio::time::timeout_at(deadline, t).await else {
+                    continue;
+                };
+                match t {
                     Ok(Ok(s)) => open.push(s),
                     Ok(Err(e)) => {
                         if open.is_empty() {
@@ -337,10 +344,17 @@ fn start_pair(
             .args(["-R", "postgres:postgres"])
             .arg(&ctx.dir)
             .status();
+        // runuser resets the soft fd limit to 1024: raise it to the hard limit as pgmux does
         let child = std::process::Command::new("runuser")
-            .args(["-u", "postgres", "--"])
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                "sh",
+                "-c",
+                "ulimit -n \"$(ulimit -Hn)\"; exec \"$0\" -q \"$1\"",
+            ])
             .arg(&pgb)
-            .arg("-q")
             .arg(ctx.dir.join(format!("{name}.ini")))
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -389,10 +403,26 @@ pub fn run(ctx: &super::Ctx, guard: &mut super::Kill, targets: &[super::Target])
         &[50, 200, 1000, 2000]
     };
     let mut series: Vec<Series> = Vec::new();
-    for t in targets {
-        if !["PostgreSQL direct", "pgmux", "PgBouncer"].contains(&t.name) {
-            continue;
-        }
+    // fresh poolers: the main run may have left PgBouncer's servers in a bad state (-M prepared
+    // fails on PgBouncer < 1.21 and leaves named statements behind)
+    let fresh = start_pair(ctx, guard, "sweep", &|ini: String, _: &str| ini);
+    let mut sweep_targets: Vec<super::Target> = targets
+        .iter()
+        .filter(|t| t.name == "PostgreSQL direct")
+        .map(|t| super::Target {
+            name: t.name,
+            port: t.port,
+            clients: t.clients,
+            pids: vec![],
+        })
+        .collect();
+    sweep_targets.extend(fresh.iter().map(|st| super::Target {
+        name: st.name,
+        port: st.port,
+        clients: 0,
+        pids: vec![st.pid],
+    }));
+    for t in &sweep_targets {
         let mut pts = Vec::new();
         for &c in counts {
             if t.name == "PostgreSQL direct" && c > 200 {
@@ -458,8 +488,10 @@ pub fn run(ctx: &super::Ctx, guard: &mut super::Kill, targets: &[super::Target])
         let aq_path = aq.display().to_string();
         let auth_user = ctx.auth_user.clone();
         let tweak = move |ini: String, who: &str| {
-            // the benchmark's auth_file (with the app user) is replaced by one with the auth user
+            // the benchmark's auth_file (with the app user) is replaced by one with the auth user;
+            // a listen backlog that holds the whole storm (else dropped SYNs cost 1 s retries)
             let mut s = ini.replace("auth_file = ", "; auth_file = ");
+            s.push_str("listen_backlog = 4096\n");
             s.push_str(&format!(
                 "auth_file = {aq_path}\nauth_user = {auth_user}\nauth_query = SELECT usename, passwd FROM user_search($1)\n"
             ));

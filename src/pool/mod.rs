@@ -66,7 +66,9 @@ pub enum CheckoutError {
     Closed,
 }
 
-type Delivery = Result<ServerConn, (String, String)>;
+/// What a waiting client is sent: a server, a server error to pass on, or None when it waited
+/// longer than query_wait_timeout (the janitor sends that: no timer per checkout).
+type Delivery = Result<ServerConn, Option<(String, String)>>;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -262,17 +264,10 @@ impl Pool {
             }
             rx
         };
-        let res = if settings.query_wait_timeout.is_zero() {
-            rx.await.map_err(|_| CheckoutError::Closed)
-        } else {
-            match tokio::time::timeout(settings.query_wait_timeout, rx).await {
-                Ok(r) => r.map_err(|_| CheckoutError::Closed),
-                Err(_) => Err(CheckoutError::WaitTimeout),
-            }
-        };
-        match res? {
+        match rx.await.map_err(|_| CheckoutError::Closed)? {
             Ok(s) => Ok(s),
-            Err((code, msg)) => Err(CheckoutError::Server(code, msg)),
+            Err(Some((code, msg))) => Err(CheckoutError::Server(code, msg)),
+            Err(None) => Err(CheckoutError::WaitTimeout),
         }
     }
 
@@ -363,7 +358,7 @@ impl Pool {
                     // Nobody else can serve the waiters: pass the server's error on, as PgBouncer does.
                     if g.total == 0 {
                         for (_, w) in g.waiters.drain(..) {
-                            let _ = w.send(Err((code.clone(), msg.clone())));
+                            let _ = w.send(Err(Some((code.clone(), msg.clone()))));
                         }
                     }
                 }
@@ -519,6 +514,17 @@ impl Pool {
                 }
             }
             g.waiters.retain(|(_, w)| !w.is_closed());
+            // query_wait_timeout, checked here every 1/3 s as PgBouncer's janitor does
+            let wait_to = settings.query_wait_timeout;
+            while !wait_to.is_zero()
+                && g.waiters
+                    .front()
+                    .is_some_and(|(t, _)| now.duration_since(*t) >= wait_to)
+            {
+                if let Some((_, w)) = g.waiters.pop_front() {
+                    let _ = w.send(Err(None));
+                }
+            }
             let oldest_wait = g.waiters.front().map(|(t, _)| now.duration_since(*t));
             if settings.reserve_size > 0
                 && oldest_wait.is_some_and(|w| w >= settings.reserve_timeout)
