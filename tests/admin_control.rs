@@ -3,7 +3,6 @@
 mod common;
 
 use common::*;
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 async fn admin(mux: &Pgmux) -> tokio_postgres::Client {
@@ -422,16 +421,6 @@ async fn sigterm_waits_for_clients_to_leave() {
     let code =
         tokio::task::block_in_place(|| mux.signal_and_wait(libc::SIGQUIT, Duration::from_secs(3)));
     assert_eq!(code, Some(0), "SIGQUIT exits immediately");
-}
-
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let code = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").unwrap().1.to_string();
-    (code, body)
 }
 
 /// Parse Prometheus text: every non-comment line is `name{labels} value`.

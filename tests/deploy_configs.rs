@@ -4,16 +4,6 @@ mod common;
 
 use common::*;
 use pgmux::dev::{PgOptions, TempPostgres};
-use std::io::{Read, Write};
-
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let code = text[9..12].parse().unwrap();
-    (code, text.split_once("\r\n\r\n").unwrap().1.to_string())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compose_files_serve_as_written() {
