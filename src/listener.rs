@@ -121,6 +121,9 @@ fn set_v6only(sock: &TcpSocket) -> std::io::Result<()> {
 /// (other logins there get `server shutting down`), as PgBouncer does.
 pub async fn serve(listener: Listener, shared: Arc<Shared>) {
     let tcp = matches!(listener, Listener::Tcp(_));
+    // accept errors (EMFILE under a flood) are logged at most once a second, with a count
+    let mut last_log: Option<std::time::Instant> = None;
+    let mut suppressed = 0u64;
     loop {
         if tcp && shared.shutting_down.load(Ordering::Relaxed) {
             break;
@@ -134,7 +137,19 @@ pub async fn serve(listener: Listener, shared: Arc<Shared>) {
                 tokio::spawn(crate::client::handle(stream, peer, shared.clone()));
             }
             Err(e) => {
-                tracing::warn!("accept failed: {e}");
+                if last_log.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+                    if suppressed > 0 {
+                        tracing::warn!(
+                            "accept failed: {e} ({suppressed} more since the last report)"
+                        );
+                    } else {
+                        tracing::warn!("accept failed: {e}");
+                    }
+                    last_log = Some(std::time::Instant::now());
+                    suppressed = 0;
+                } else {
+                    suppressed += 1;
+                }
                 // e.g. EMFILE: back off instead of spinning
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
