@@ -79,11 +79,7 @@ impl CancelRegistry {
                     return;
                 }
                 key[7] -= 1;
-                let dir = if cfg.general.unix_socket_dir.is_empty() {
-                    "/tmp"
-                } else {
-                    &cfg.general.unix_socket_dir
-                };
+                let dir = cfg.general.server_unix_dir();
                 shared.peers.forward(owner, key, &shared.dns, dir).await;
                 return;
             }

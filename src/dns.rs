@@ -74,15 +74,10 @@ impl Dns {
         }
     }
 
-    /// One address for `host`: an IP literal as is, a name from the cache (rotating over its
-    /// addresses) or from a fresh lookup.
-    pub async fn resolve(&self, host: &str, port: u16) -> io::Result<SocketAddr> {
-        Ok(self.resolve_rotated(host, port).await?[0])
-    }
-
-    /// Every address of `host`, starting with the next one in turn (callers try them in order,
-    /// as libpq does: `localhost` may answer ::1 where only 127.0.0.1 listens).
-    pub async fn resolve_rotated(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    /// Every address of `host` (an IP literal as is, a name from the cache or a fresh lookup),
+    /// starting with the next one in turn; callers try them in order, as libpq does
+    /// (`localhost` may answer ::1 where only 127.0.0.1 listens).
+    pub async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, port)]);
         }

@@ -128,7 +128,12 @@ impl Peers {
                 connect(&peer.cfg, dns, unix_dir).await.ok()?
             };
             let _s = Count::new(&peer.sv_active);
-            stream.write_all(&cancel_packet(&key)).await.ok()?;
+            let (pid, secret) = key.split_at(4);
+            let pkt = crate::protocol::frontend::cancel_request(
+                u32::from_be_bytes(pid.try_into().ok()?),
+                u32::from_be_bytes(secret.try_into().ok()?),
+            );
+            stream.write_all(&pkt).await.ok()?;
             // the peer closes once it has passed the request on
             let mut sink = [0u8; 64];
             while stream.read(&mut sink).await.ok()? > 0 {}
@@ -142,14 +147,6 @@ impl Peers {
     }
 }
 
-fn cancel_packet(key: &[u8; 8]) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    out[0..4].copy_from_slice(&16u32.to_be_bytes());
-    out[4..8].copy_from_slice(&80877102u32.to_be_bytes());
-    out[8..16].copy_from_slice(key);
-    out
-}
-
 async fn connect(
     cfg: &PeerConfig,
     dns: &Dns,
@@ -161,7 +158,7 @@ async fn connect(
         let path = format!("{host}/.s.PGSQL.{}", cfg.port);
         return Ok(Stream::Unix(tokio::net::UnixStream::connect(path).await?));
     }
-    let addrs = dns.resolve_rotated(host, cfg.port).await?;
+    let addrs = dns.resolve(host, cfg.port).await?;
     Ok(Stream::Tcp(
         crate::server::login::connect_any(&addrs).await?,
     ))

@@ -222,11 +222,7 @@ impl Shared {
         let target = ServerTarget {
             hosts: db.hosts.clone(),
             port: db.port,
-            default_unix_dir: if g.unix_socket_dir.is_empty() {
-                "/tmp".into()
-            } else {
-                g.unix_socket_dir.clone()
-            },
+            default_unix_dir: g.server_unix_dir().to_string(),
             dbname: db.dbname.clone().unwrap_or_else(|| db_name.to_string()),
             user: pool_user.to_string(),
             password: std::sync::RwLock::new(password),

@@ -494,8 +494,12 @@ impl<'a> Relay<'a> {
     }
 
     fn releasable(&self) -> bool {
-        self.ps.as_ref().is_none_or(|p| p.expect.is_empty())
-            && self.status == b'I'
+        self.ps.as_ref().is_none_or(|p| p.expect.is_empty()) && self.server_clean()
+    }
+
+    /// The server is between transactions with nothing in flight either way.
+    fn server_clean(&self) -> bool {
+        self.status == b'I'
             && !self.server_dirty
             && self.pending == 0
             && !self.ext_open

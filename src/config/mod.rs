@@ -5,6 +5,7 @@ pub mod hba;
 pub mod ini;
 pub mod peers;
 pub mod settings;
+pub mod table;
 pub mod userlist;
 
 pub use databases::{DatabaseConfig, UserConfig};

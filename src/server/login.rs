@@ -34,7 +34,7 @@ async fn open_socket(target: &ServerTarget) -> Result<(Stream, ServerAddr, Strin
     }
     let addrs = target
         .dns
-        .resolve_rotated(&host, target.port)
+        .resolve(&host, target.port)
         .await
         .map_err(ServerError::ConnectFailed)?;
     let mut s = connect_any(&addrs)
@@ -86,6 +86,31 @@ pub async fn connect_any(addrs: &[std::net::SocketAddr]) -> std::io::Result<TcpS
         }
     }
     Err(last)
+}
+
+/// The SCRAM keys of the pool's plaintext password for the salt in `server_first`: PBKDF2 runs
+/// once per pool (off the async workers) and the result is kept in `target.scram_keys`.
+async fn derived_keys(
+    target: &ServerTarget,
+    password: String,
+    server_first: &[u8],
+) -> Result<ScramClientKeys, ServerError> {
+    let (salt, iters) = crate::auth::scram::server_first_salt(server_first)
+        .filter(|(_, i)| *i > 0)
+        .ok_or_else(|| ServerError::Auth("malformed SCRAM message".into()))?;
+    if let Some((p, s, i, k)) = target.scram_keys.lock().unwrap().as_ref()
+        && *p == password
+        && *s == salt
+        && *i == iters
+    {
+        return Ok(k.clone());
+    }
+    let (pw, s) = (password.clone(), salt.clone());
+    let keys = tokio::task::spawn_blocking(move || ScramClientKeys::from_password(&pw, &s, iters))
+        .await
+        .map_err(|e| ServerError::Auth(e.to_string()))?;
+    *target.scram_keys.lock().unwrap() = Some((password, salt, iters, keys.clone()));
+    Ok(keys)
 }
 
 /// Connect and log in, within `target.connect_timeout`.
@@ -199,35 +224,8 @@ async fn connect_inner(
                             .take()
                             .ok_or(ServerError::Auth("unexpected SASL continue".into()))?;
                         let data = body[4..].to_vec();
-                        if let (Some(Secret::Plain(p)), Some((salt, iters))) =
-                            (secret(target), crate::auth::scram::server_first_salt(&data))
-                        {
-                            let known = target.scram_keys.lock().unwrap().as_ref().and_then(
-                                |(kp, ks, ki, k)| {
-                                    (*kp == p && *ks == salt && *ki == iters).then(|| k.clone())
-                                },
-                            );
-                            let keys = match known {
-                                Some(k) => k,
-                                None if iters > 0 => {
-                                    // PBKDF2 is CPU-heavy: keep it off the async workers
-                                    let (pw, s) = (p.clone(), salt.clone());
-                                    let k = tokio::task::spawn_blocking(move || {
-                                        ScramClientKeys::from_password(&pw, &s, iters)
-                                    })
-                                    .await
-                                    .map_err(|e| ServerError::Auth(e.to_string()))?;
-                                    *target.scram_keys.lock().unwrap() =
-                                        Some((p, salt, iters, k.clone()));
-                                    k
-                                }
-                                None => {
-                                    return Err(ServerError::Auth(
-                                        "malformed SCRAM message".into(),
-                                    ));
-                                }
-                            };
-                            client.set_keys(keys);
+                        if let Some(Secret::Plain(p)) = secret(target) {
+                            client.set_keys(derived_keys(target, p, &data).await?);
                         }
                         let reply = client
                             .server_first(&data)

@@ -76,12 +76,7 @@ pub async fn readiness(shared: &Shared) -> Result<(), String> {
     let mut targets: Vec<(String, u16)> = Vec::new();
     for d in cfg.databases.values() {
         if d.hosts.is_empty() {
-            let dir = if cfg.general.unix_socket_dir.is_empty() {
-                "/tmp"
-            } else {
-                &cfg.general.unix_socket_dir
-            };
-            targets.push((dir.to_string(), d.port));
+            targets.push((cfg.general.server_unix_dir().to_string(), d.port));
         }
         for h in &d.hosts {
             targets.push((h.clone(), d.port));
@@ -100,7 +95,7 @@ pub async fn readiness(shared: &Shared) -> Result<(), String> {
             .is_ok_and(|r| r.is_ok())
         } else {
             tokio::time::timeout(Duration::from_secs(1), async {
-                let addrs = shared.dns.resolve_rotated(&host, port).await?;
+                let addrs = shared.dns.resolve(&host, port).await?;
                 crate::server::login::connect_any(&addrs).await
             })
             .await

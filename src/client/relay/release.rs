@@ -66,16 +66,7 @@ impl Relay<'_> {
             self.pool.close_active(server, why);
             return;
         }
-        let clean = self.status == b'I'
-            && !self.server_dirty
-            && self.pending == 0
-            && !self.ext_open
-            && !self.copy_in
-            && self.c_out.is_empty()
-            && self.cscan.at_boundary()
-            && self.sscan.at_boundary()
-            && self.s_in.is_empty();
-        if !clean {
+        if !self.server_clean() {
             let reason = if self.pending > 0 {
                 "client disconnected with query in progress"
             } else {
