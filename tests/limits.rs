@@ -469,11 +469,8 @@ async fn client_login_timeout_covers_the_auth_exchange() {
     // a client that sends its startup packet and then never answers the SCRAM request
     let mut s = std::net::TcpStream::connect(("127.0.0.1", mux.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut body = 196608u32.to_be_bytes().to_vec();
-    body.extend_from_slice(b"user\0synergyflow_app\0database\0synergyflow\0\0");
-    let mut pkt = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    pkt.extend(body);
-    s.write_all(&pkt).unwrap();
+    s.write_all(&startup_packet("synergyflow_app", "synergyflow"))
+        .unwrap();
     let t = Instant::now();
     assert!(read_error(&mut s).is_none(), "expected the SASL request");
     assert_eq!(

@@ -356,11 +356,7 @@ fn raw_sasl(
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
-    let mut body = 196608u32.to_be_bytes().to_vec();
-    body.extend_from_slice(format!("user\0{user}\0database\0synergyflow\0\0").as_bytes());
-    let mut pkt = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    pkt.extend(body);
-    s.write_all(&pkt).unwrap();
+    s.write_all(&startup_packet(user, "synergyflow")).unwrap();
     // AuthenticationSASL (read whole by read_error)
     assert!(read_error(&mut s).is_none(), "expected an auth request");
     let mut b = mech.as_bytes().to_vec();

@@ -214,17 +214,7 @@ pub fn raw_startup(
 ) -> Option<(String, String, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut body = version.to_be_bytes().to_vec();
-    for (k, v) in params {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut pkt = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    pkt.extend(body);
-    s.write_all(&pkt).unwrap();
+    s.write_all(&startup_message(version, params)).unwrap();
     read_error(&mut s)
 }
 
@@ -284,8 +274,13 @@ pub fn rows_of(msgs: &[tokio_postgres::SimpleQueryMessage]) -> Vec<Vec<Option<St
 
 /// A v3 StartupMessage for `user` and `database`.
 pub fn startup_packet(user: &str, database: &str) -> Vec<u8> {
-    let mut body = 196608u32.to_be_bytes().to_vec();
-    for (k, v) in [("user", user), ("database", database)] {
+    startup_message(196608, &[("user", user), ("database", database)])
+}
+
+/// A StartupMessage with this protocol version and these parameters.
+pub fn startup_message(version: u32, params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = version.to_be_bytes().to_vec();
+    for (k, v) in params {
         body.extend_from_slice(k.as_bytes());
         body.push(0);
         body.extend_from_slice(v.as_bytes());
