@@ -6,7 +6,7 @@ use pgmux::params::Tracked;
 use pgmux::pool::{Mode, Pool, PoolSettings};
 use pgmux::protocol::scan::Scanner;
 use pgmux::server::stream::Stream;
-use pgmux::server::{ServerAddr, ServerConn, ServerTarget};
+use pgmux::server::{ServerAddr, ServerConn, ServerState, ServerTarget};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
@@ -117,8 +117,8 @@ fn pool(c: &mut Criterion) {
             let (a, b) = tokio::net::UnixStream::pair().unwrap();
             peers.push(b);
             let now = Instant::now();
-            pool.adopt_idle(ServerConn {
-                id: ServerConn::new_id(),
+            pool.adopt_idle(ServerConn::from(ServerState {
+                id: ServerState::new_id(),
                 stream: Stream::Unix(a),
                 addr: ServerAddr::Unix("/bench".into()),
                 local: String::new(),
@@ -128,7 +128,8 @@ fn pool(c: &mut Criterion) {
                 last_used: now,
                 epoch: 0,
                 prepared: Default::default(),
-            });
+                rbuf: Default::default(),
+            }));
         }
         std::mem::forget(peers); // keep the other ends open for the whole run
         pool

@@ -108,7 +108,7 @@ impl ParamSet {
                 .vals
                 .get(i)
                 .and_then(|v| v.as_deref())
-                .is_some_and(|have| have.eq_ignore_ascii_case(want));
+                .is_some_and(|have| have == want || have.eq_ignore_ascii_case(want));
             if !same {
                 let _ = write!(
                     sql,

@@ -220,13 +220,7 @@ pub async fn session(
 }
 
 async fn killed(t: &ClientTimers) {
-    loop {
-        let n = t.notify.notified();
-        if t.killed() != timers::Kill::None {
-            return;
-        }
-        n.await;
-    }
+    t.wait_killed().await
 }
 
 struct Unregister(Arc<Shared>, u64);

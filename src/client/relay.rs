@@ -29,6 +29,9 @@ const BACKPRESSURE: usize = 256 * 1024;
 const CLIENT_CHUNK: usize = 4096;
 /// Read space reserved before a server read (results are larger).
 const SERVER_CHUNK: usize = 8192;
+/// An idle client frees a read buffer that grew past this (a large COPY or query) at once;
+/// smaller ones are kept until the janitor finds the client idle (timers::TRIM_AFTER_MS).
+const KEEP_BUF: usize = 64 * 1024;
 
 pub fn checkout_error(e: CheckoutError) -> ClientError {
     match e {
@@ -105,6 +108,12 @@ pub struct Relay<'a> {
     /// from the client pauses once a backlog builds up.
     ps_stalled: bool,
     copy: CopyTrack,
+    /// Free the buffers at the next idle wait (set at login: the startup's buffer goes).
+    trim_next: bool,
+    /// The clock read once per I/O event (`tick`), used by every timestamp taken while
+    /// handling it.
+    now: Instant,
+    now_ms: u64,
 }
 
 /// Syncs around an extended-protocol COPY FROM STDIN (the server ignores those it receives in
@@ -183,7 +192,17 @@ impl<'a> Relay<'a> {
             need_server: false,
             ps_stalled: false,
             copy: CopyTrack::default(),
+            trim_next: true,
+            now: Instant::now(),
+            now_ms: now_ms(),
         }
+    }
+
+    /// Read the clock (once per I/O event).
+    #[inline]
+    pub(super) fn tick(&mut self) {
+        self.now = Instant::now();
+        self.now_ms = timers::ms_at(self.now);
     }
 
     pub fn conn_prefix(&self) -> String {
@@ -207,6 +226,7 @@ impl<'a> Relay<'a> {
                 // scan again with the server known (prepared statements are rewritten for it)
                 continue;
             }
+            self.write_now()?;
             if self.server.is_some() && self.releasable() && self.mode != Mode::Session {
                 self.release();
             }
@@ -219,21 +239,32 @@ impl<'a> Relay<'a> {
         let c_room = self.c_out.len() < BACKPRESSURE
             && !(self.ps_stalled && self.conn.rbuf.len() >= BACKPRESSURE);
         let s_room = self.s_out.len() < BACKPRESSURE;
-        // an idle client (no server, nothing buffered) waits for its next message without
-        // holding buffers: 1000s of connected clients cost little memory, as in PgBouncer
+        // an idle client (no server, nothing buffered) waits for its next message; it keeps its
+        // buffers while it is busy and frees them once idle for a while, so 1000s of connected
+        // clients cost little memory, as in PgBouncer
         if self.server.is_none()
             && self.conn.rbuf.is_empty()
             && self.s_out.is_empty()
             && !self.conn.stream.is_tls()
         {
-            self.conn.rbuf = BytesMut::new();
-            self.s_in = BytesMut::new();
-            self.c_out = BytesMut::new();
-            self.s_out = BytesMut::new();
-            let ready = tokio::select! {
-                biased;
-                _ = killed(self.timers.as_deref()) => None,
-                r = self.conn.stream.readable() => Some(r),
+            let ready = loop {
+                if self.trim_next
+                    || self.conn.rbuf.capacity() > KEEP_BUF
+                    || self.timers.as_ref().is_some_and(|t| t.take_trim())
+                {
+                    self.free_buffers();
+                } else if let Some(t) = &self.timers
+                    && !t.holds_buffers.load(Relaxed)
+                {
+                    t.holds_buffers.store(true, Relaxed);
+                }
+                let r = tokio::select! {
+                    biased;
+                    _ = killed(self.timers.as_deref()) => None,
+                    _ = trim_requested(self.timers.as_deref()) => continue,
+                    r = self.conn.stream.readable() => Some(r),
+                };
+                break r;
             };
             match ready {
                 // go on to read: the read below consumes the readiness
@@ -278,6 +309,7 @@ impl<'a> Relay<'a> {
                 }
             }
         };
+        self.tick();
         match ev {
             Ev::Killed => {
                 let why = self
@@ -297,7 +329,7 @@ impl<'a> Relay<'a> {
             }
             Ev::FromServer(Ok(n)) => {
                 if let Some(t) = &self.timers {
-                    t.server_activity.store(now_ms(), Relaxed);
+                    t.server_activity.store(self.now_ms, Relaxed);
                 }
                 self.bytes_out += n as u64;
                 self.scan_server()?;
@@ -346,12 +378,22 @@ impl<'a> Relay<'a> {
                     }
                     self.pending += 1;
                     self.copy.last_exec = false;
-                    mark_query(&mut self.query_start, self.timers.as_deref());
+                    mark_query(
+                        &mut self.query_start,
+                        self.timers.as_deref(),
+                        self.now,
+                        self.now_ms,
+                    );
                 }
                 b'F' => {
                     self.copy.last_exec = false;
                     self.pending += 1;
-                    mark_query(&mut self.query_start, self.timers.as_deref());
+                    mark_query(
+                        &mut self.query_start,
+                        self.timers.as_deref(),
+                        self.now,
+                        self.now_ms,
+                    );
                 }
                 b'S' => {
                     self.ext_open = false;
@@ -361,7 +403,12 @@ impl<'a> Relay<'a> {
                         if self.copy.last_exec && !self.copy.end_seen {
                             self.copy.syncs_after_exec += 1;
                         }
-                        mark_query(&mut self.query_start, self.timers.as_deref());
+                        mark_query(
+                            &mut self.query_start,
+                            self.timers.as_deref(),
+                            self.now,
+                            self.now_ms,
+                        );
                     }
                 }
                 b'P' => {
@@ -440,11 +487,11 @@ impl<'a> Relay<'a> {
                 self.pending = self.pending.saturating_sub(1);
                 self.queries += 1;
                 if let Some(t) = self.query_start.take() {
-                    let us = t.elapsed().as_micros() as u64;
+                    let us = self.now.saturating_duration_since(t).as_micros() as u64;
                     self.query_time_us += us;
                     self.pool.stats.query_hist.observe(us);
                     if self.pending > 0 {
-                        self.query_start = Some(Instant::now());
+                        self.query_start = Some(self.now);
                     }
                 }
                 if self.status == b'T' && self.mode == Mode::Statement {
@@ -489,6 +536,44 @@ impl<'a> Relay<'a> {
                 }
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// Drop the relay's buffers (an idle client).
+    fn free_buffers(&mut self) {
+        self.trim_next = false;
+        self.conn.rbuf = BytesMut::new();
+        self.s_in = BytesMut::new();
+        self.c_out = BytesMut::new();
+        self.s_out = BytesMut::new();
+        if let Some(t) = &self.timers {
+            t.holds_buffers.store(false, Relaxed);
+        }
+    }
+
+    /// Write what is ready now if the socket takes it: the common case needs no extra poll
+    /// round, and the written bytes stop pinning their read buffer.
+    fn write_now(&mut self) -> Result<(), ClientError> {
+        if !self.s_out.is_empty() && !self.conn.stream.is_tls() {
+            match self.conn.stream.try_write(&self.s_out) {
+                Ok(n) => self.s_out.advance(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !self.c_out.is_empty()
+            && let Some(server) = &mut self.server
+            && !server.stream.is_tls()
+        {
+            match server.stream.try_write(&self.c_out) {
+                Ok(n) => self.c_out.advance(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    self.server_broken = true;
+                    return Err(ClientError::fatal("server conn crashed?"));
+                }
+            }
         }
         Ok(())
     }
@@ -540,14 +625,18 @@ fn killed_error(t: Option<&ClientTimers>) -> ClientError {
     )
 }
 
+/// Resolves when the janitor asks an idle client to free its buffers; never without timers.
+async fn trim_requested(t: Option<&ClientTimers>) {
+    match t {
+        Some(t) => t.wait_trim().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Resolves when the janitor has ended this client; never without timers.
 async fn killed(t: Option<&ClientTimers>) {
     match t {
-        Some(t) => {
-            if t.killed() == timers::Kill::None {
-                t.notify.notified().await;
-            }
-        }
+        Some(t) => t.wait_killed().await,
         None => std::future::pending().await,
     }
 }
@@ -567,13 +656,13 @@ impl Drop for Relay<'_> {
 
 /// A request that expects a ReadyForQuery arrived: start the query clocks if none runs.
 #[inline]
-fn mark_query(start: &mut Option<Instant>, t: Option<&ClientTimers>) {
+fn mark_query(start: &mut Option<Instant>, t: Option<&ClientTimers>, now: Instant, ms: u64) {
     if start.is_none() {
-        *start = Some(Instant::now());
+        *start = Some(now);
     }
     if let Some(t) = t
         && t.query_start.load(Relaxed) == 0
     {
-        t.query_start.store(now_ms(), Relaxed);
+        t.query_start.store(ms, Relaxed);
     }
 }

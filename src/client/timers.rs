@@ -3,9 +3,12 @@
 //! timestamps in atomics; no per-connection timer is armed.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
+
+/// An idle client frees its relay buffers after this long without a transaction (active
+/// clients keep them: no allocation per transaction).
+pub const TRIM_AFTER_MS: u64 = 2000;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 
 fn epoch() -> Instant {
     static E: OnceLock<Instant> = OnceLock::new();
@@ -15,7 +18,13 @@ fn epoch() -> Instant {
 /// Milliseconds since the process's time origin (never 0 after start, so 0 can mean "unset").
 #[inline]
 pub fn now_ms() -> u64 {
-    epoch().elapsed().as_millis() as u64 + 1
+    ms_at(Instant::now())
+}
+
+/// `now_ms` for a clock reading already taken.
+#[inline]
+pub fn ms_at(t: Instant) -> u64 {
+    t.saturating_duration_since(epoch()).as_millis() as u64 + 1
 }
 
 pub const IDLE: u8 = 0;
@@ -146,7 +155,12 @@ pub struct ClientTimers {
     /// When the client last became idle (no server).
     pub idle_since: AtomicU64,
     kill: AtomicU8,
-    pub notify: Notify,
+    /// The idle client keeps relay buffers (set by the client, cleared when it frees them).
+    pub holds_buffers: AtomicBool,
+    /// The janitor asks an idle client to free its buffers.
+    trim: AtomicBool,
+    /// The client's task, woken when `kill` is set (one waiter: the client's own task).
+    waker: atomic_waker::AtomicWaker,
 }
 
 impl ClientTimers {
@@ -170,7 +184,9 @@ impl ClientTimers {
             idle_tx: AtomicU8::new(0),
             idle_since: AtomicU64::new(now_ms()),
             kill: AtomicU8::new(0),
-            notify: Notify::new(),
+            holds_buffers: AtomicBool::new(false),
+            trim: AtomicBool::new(false),
+            waker: atomic_waker::AtomicWaker::new(),
         }
     }
 
@@ -185,12 +201,56 @@ impl ClientTimers {
             .compare_exchange(0, why as u8, Relaxed, Relaxed)
             .is_ok()
         {
-            self.notify.notify_one();
+            self.waker.wake();
         }
+    }
+
+    /// Resolves once the client has been ended (by the janitor, an admin command or shutdown).
+    /// Polling it costs two atomic operations: it sits in every relay `select!`.
+    pub fn wait_killed(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.killed() != Kill::None {
+                return std::task::Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.killed() != Kill::None {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+    }
+
+    /// Resolves when the janitor asks this idle client to free its buffers (the flag is
+    /// cleared by `take_trim`).
+    pub fn wait_trim(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.trim.load(Relaxed) {
+                return std::task::Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.trim.load(Relaxed) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+    }
+
+    /// True (once) when the janitor asked for the buffers to be freed.
+    pub fn take_trim(&self) -> bool {
+        self.trim.load(Relaxed) && self.trim.swap(false, Relaxed)
     }
 
     /// Janitor check; returns true when it ended the client.
     pub fn check(&self, now: u64) -> bool {
+        if self.holds_buffers.load(Relaxed)
+            && self.state.load(Relaxed) == IDLE
+            && now.saturating_sub(self.idle_since.load(Relaxed)) > TRIM_AFTER_MS
+            && !self.trim.swap(true, Relaxed)
+        {
+            self.waker.wake();
+        }
         if self.kill.load(Relaxed) != 0 || !self.limits.any() {
             return false;
         }
@@ -222,7 +282,7 @@ impl ClientTimers {
             return false;
         }
         self.kill.store(reason as u8, Relaxed);
-        self.notify.notify_one();
+        self.waker.wake();
         true
     }
 }

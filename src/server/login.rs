@@ -280,8 +280,8 @@ async fn connect_inner(
         }
     }
     let now = Instant::now();
-    let mut conn = ServerConn {
-        id: ServerConn::new_id(),
+    let mut conn: ServerConn = crate::server::ServerState {
+        id: crate::server::ServerState::new_id(),
         stream,
         addr,
         local,
@@ -291,7 +291,9 @@ async fn connect_inner(
         last_used: now,
         epoch: 0,
         prepared: Default::default(),
-    };
+        rbuf: bytes::BytesMut::new(),
+    }
+    .into();
     if let Some(q) = &target.connect_query
         && let Err(e) = run_simple(&mut conn, q, tracked).await
     {

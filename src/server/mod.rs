@@ -81,9 +81,35 @@ impl std::fmt::Display for ServerAddr {
 
 static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
 
-/// One logged-in connection to PostgreSQL.
+/// One logged-in connection to PostgreSQL, boxed: it moves between the pool, the wait queue and
+/// relays once per transaction, so a move is one pointer.
 #[derive(Debug)]
-pub struct ServerConn {
+pub struct ServerConn(Box<ServerState>);
+
+impl std::ops::Deref for ServerConn {
+    type Target = ServerState;
+    #[inline]
+    fn deref(&self) -> &ServerState {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ServerConn {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut ServerState {
+        &mut self.0
+    }
+}
+
+impl From<ServerState> for ServerConn {
+    fn from(s: ServerState) -> Self {
+        ServerConn(Box::new(s))
+    }
+}
+
+/// What a server connection carries.
+#[derive(Debug)]
+pub struct ServerState {
     pub id: u64,
     pub stream: Stream,
     pub addr: ServerAddr,
@@ -98,9 +124,12 @@ pub struct ServerConn {
     pub epoch: u64,
     /// Named statements prepared on this server by pgmux (max_prepared_statements).
     pub prepared: prepared::PreparedSet,
+    /// Read buffer lent to the relay of the client holding this server: it stays with the
+    /// connection, so a transaction allocates no read buffer.
+    pub rbuf: bytes::BytesMut,
 }
 
-impl ServerConn {
+impl ServerState {
     pub fn new_id() -> u64 {
         NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed)
     }

@@ -2,20 +2,20 @@
 
 use super::{Relay, checkout_error, killed, killed_error};
 use crate::client::ClientError;
-use crate::client::timers::{self, now_ms};
+use crate::client::timers;
 use crate::pool::CheckoutError;
 use crate::server::ServerConn;
 use crate::server::login::run_simple;
 use bytes::BytesMut;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
 
 impl Relay<'_> {
     /// Take a server for the next transaction and bring its tracked parameters in line.
     pub(super) async fn acquire(&mut self) -> Result<(), ClientError> {
-        let wait_start = Instant::now();
+        // the clock was read when the request arrived
+        let wait_start = self.now;
         if let Some(t) = &self.timers {
-            t.wait_start.store(now_ms(), Relaxed);
+            t.wait_start.store(self.now_ms, Relaxed);
             t.state.store(timers::WAITING, Relaxed);
         }
         // SHUTDOWN WAIT_FOR_SERVERS (SIGINT): a client that has had its transactions is sent
@@ -46,9 +46,10 @@ impl Relay<'_> {
                 r = self.checkout_with_notice() => r.map_err(checkout_error)?,
                 _ = killed(t.as_deref()) => return Err(killed_error(t.as_deref())),
             };
+            self.tick();
             // server_check_delay / server_check_query: test a server that sat idle too long
             if let Some(q) = &self.check_query
-                && server.last_used.elapsed() >= self.check_delay
+                && self.now.saturating_duration_since(server.last_used) >= self.check_delay
                 && run_simple(&mut server, q, &self.shared.tracked)
                     .await
                     .is_err()
@@ -80,13 +81,13 @@ impl Relay<'_> {
                 }
             }
             let stats = &self.pool.stats;
-            let waited = wait_start.elapsed().as_micros() as u64;
+            let waited = self.now.saturating_duration_since(wait_start).as_micros() as u64;
             crate::pool::stats::PoolStats::add(&stats.wait_time_us, waited);
             stats.wait_hist.observe(waited);
             crate::pool::stats::PoolStats::add(&stats.server_assignments, 1);
             self.slot.link(&server.addr, server.key);
             if let Some(t) = &self.timers {
-                let now = now_ms();
+                let now = self.now_ms;
                 t.xact_start.store(now, Relaxed);
                 t.server_activity.store(now, Relaxed);
                 t.wait_start.store(0, Relaxed);
@@ -95,7 +96,9 @@ impl Relay<'_> {
                 t.state.store(timers::LINKED, Relaxed);
             }
             self.status = b'I';
-            self.xact_start = Some(Instant::now());
+            self.xact_start = Some(self.now);
+            // the server's own read buffer serves this transaction
+            std::mem::swap(&mut self.s_in, &mut server.rbuf);
             self.server = Some(server);
             return Ok(());
         }

@@ -1,20 +1,21 @@
 //! Giving the server back: after a transaction (release), when the client leaves (finish), and the per-transaction counters.
 
 use super::Relay;
-use crate::client::timers::{self, now_ms};
+use crate::client::timers;
 use crate::pool::Mode;
 use crate::server::login::run_simple;
 use std::sync::atomic::Ordering::Relaxed;
 
 impl Relay<'_> {
     pub(super) fn release(&mut self) {
-        if let Some(server) = self.server.take() {
+        if let Some(mut server) = self.server.take() {
+            std::mem::swap(&mut self.s_in, &mut server.rbuf);
             self.slot.unlink();
             if let Some(t) = &self.timers {
                 t.xact_start.store(0, Relaxed);
                 t.query_start.store(0, Relaxed);
                 t.idle_tx.store(0, Relaxed);
-                t.idle_since.store(now_ms(), Relaxed);
+                t.idle_since.store(self.now_ms, Relaxed);
                 t.server_id.store(0, Relaxed);
                 t.state.store(timers::IDLE, Relaxed);
             }
@@ -44,7 +45,7 @@ impl Relay<'_> {
         );
         P::add(&s.binds, std::mem::take(&mut self.binds));
         if let Some(t) = self.xact_start.take() {
-            let us = t.elapsed().as_micros() as u64;
+            let us = self.now.saturating_duration_since(t).as_micros() as u64;
             P::add(&s.xact_time_us, us);
             s.xact_hist.observe(us);
         }
@@ -83,6 +84,7 @@ impl Relay<'_> {
             self.pool.close_active(server, "server_reset_query failed");
             return;
         }
+        std::mem::swap(&mut self.s_in, &mut server.rbuf);
         self.pool.checkin(server, true);
     }
 }
