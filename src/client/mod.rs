@@ -342,7 +342,8 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
             .unwrap_or(g.transaction_timeout),
         u.and_then(|u| u.client_idle_timeout)
             .unwrap_or(g.client_idle_timeout),
-    );
+    )
+    .with_wait_notify(g.query_wait_notify);
     let app = shared
         .tracked
         .index("application_name")

@@ -80,7 +80,6 @@ pub struct Relay<'a> {
     timers: Option<Arc<ClientTimers>>,
     /// The janitor ended this client; close the server with this reason.
     kill_server: Option<&'static str>,
-    query_wait_notify: std::time::Duration,
     /// server_check_query (None: disabled; "<empty>" sends an empty query) and server_check_delay.
     check_query: Option<String>,
     check_delay: std::time::Duration,
@@ -168,7 +167,6 @@ impl<'a> Relay<'a> {
             server_dirty: false,
             timers,
             kill_server: None,
-            query_wait_notify: cfg.general.query_wait_notify,
             check_query: match cfg.general.server_check_query.trim() {
                 "" => None,
                 "<empty>" => Some(String::new()),

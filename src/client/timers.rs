@@ -46,6 +46,8 @@ pub enum Kill {
     DatabaseRemoved = 6,
     /// SHUTDOWN / SIGINT: the client wanted a server after the pooler began shutting down.
     ShuttingDown = 7,
+    /// query_timeout passed while the client still waited for a server.
+    WaitQueryTimeout = 8,
 }
 
 impl Kill {
@@ -58,6 +60,7 @@ impl Kill {
             5 => Kill::AdminForced,
             6 => Kill::DatabaseRemoved,
             7 => Kill::ShuttingDown,
+            8 => Kill::WaitQueryTimeout,
             _ => Kill::None,
         }
     }
@@ -72,6 +75,8 @@ impl Kill {
             Kill::AdminForced => "admin forced disconnect",
             Kill::DatabaseRemoved => "database removed",
             Kill::ShuttingDown => "server shutting down",
+            // PgBouncer's text for a client that never got a server (underscore)
+            Kill::WaitQueryTimeout => "query_timeout",
             Kill::None => "",
         }
     }
@@ -84,6 +89,8 @@ pub struct Limits {
     pub idle_transaction_timeout: u64,
     pub transaction_timeout: u64,
     pub client_idle_timeout: u64,
+    /// query_wait_notify: a client queued this long is told so once (a NOTICE).
+    pub query_wait_notify: u64,
 }
 
 impl Limits {
@@ -99,7 +106,13 @@ impl Limits {
             idle_transaction_timeout: ms(idle_tx),
             transaction_timeout: ms(xact),
             client_idle_timeout: ms(client_idle),
+            query_wait_notify: 0,
         }
+    }
+
+    pub fn with_wait_notify(mut self, d: Duration) -> Limits {
+        self.query_wait_notify = d.as_millis() as u64;
+        self
     }
 
     pub fn any(&self) -> bool {
@@ -107,6 +120,7 @@ impl Limits {
             + self.idle_transaction_timeout
             + self.transaction_timeout
             + self.client_idle_timeout
+            + self.query_wait_notify
             > 0
     }
 }
@@ -159,6 +173,8 @@ pub struct ClientTimers {
     pub holds_buffers: AtomicBool,
     /// The janitor asks an idle client to free its buffers.
     trim: AtomicBool,
+    /// query_wait_notify for the current wait: 0 not yet, 1 asked by the janitor, 2 sent.
+    pub wait_notice: AtomicU8,
     /// The client's task, woken when `kill` is set (one waiter: the client's own task).
     waker: atomic_waker::AtomicWaker,
 }
@@ -186,6 +202,7 @@ impl ClientTimers {
             kill: AtomicU8::new(0),
             holds_buffers: AtomicBool::new(false),
             trim: AtomicBool::new(false),
+            wait_notice: AtomicU8::new(0),
             waker: atomic_waker::AtomicWaker::new(),
         }
     }
@@ -237,6 +254,21 @@ impl ClientTimers {
         })
     }
 
+    /// Resolves when the janitor finds the client queued longer than query_wait_notify.
+    pub fn wait_notice_due(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.wait_notice.load(Relaxed) == 1 {
+                return std::task::Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.wait_notice.load(Relaxed) == 1 {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+    }
+
     /// True (once) when the janitor asked for the buffers to be freed.
     pub fn take_trim(&self) -> bool {
         self.trim.load(Relaxed) && self.trim.swap(false, Relaxed)
@@ -276,6 +308,28 @@ impl ClientTimers {
                 }
             }
             IDLE if over(self.idle_since.load(Relaxed), l.client_idle_timeout) => Kill::ClientIdle,
+            WAITING => {
+                let waiting = self.wait_start.load(Relaxed);
+                // query_timeout counts from the request (or from the wait when no request
+                // that expects an answer was sent, e.g. a Parse alone)
+                let asked = match self.query_start.load(Relaxed) {
+                    0 => waiting,
+                    q => q,
+                };
+                if over(asked, l.query_timeout) {
+                    Kill::WaitQueryTimeout
+                } else {
+                    if over(waiting, l.query_wait_notify)
+                        && self
+                            .wait_notice
+                            .compare_exchange(0, 1, Relaxed, Relaxed)
+                            .is_ok()
+                    {
+                        self.waker.wake();
+                    }
+                    Kill::None
+                }
+            }
             _ => Kill::None,
         };
         if reason == Kill::None {
@@ -298,6 +352,7 @@ mod tests {
             idle_transaction_timeout: 50,
             transaction_timeout: 0,
             client_idle_timeout: 30,
+            query_wait_notify: 0,
         });
         let now = now_ms();
         t.idle_since.store(now, Relaxed);
@@ -316,5 +371,42 @@ mod tests {
         });
         assert!(u.check(now_ms() + 40));
         assert_eq!(u.killed().message(), "client_idle_timeout");
+    }
+
+    #[test]
+    fn janitor_watches_waiting_clients() {
+        let t = ClientTimers::new(Limits {
+            query_timeout: 100,
+            query_wait_notify: 20,
+            ..Default::default()
+        });
+        let now = now_ms();
+        t.state.store(WAITING, Relaxed);
+        t.wait_start.store(now, Relaxed);
+        t.query_start.store(now, Relaxed);
+        assert!(!t.check(now + 10));
+        assert_eq!(t.wait_notice.load(Relaxed), 0);
+        // past query_wait_notify: the notice is asked for once
+        assert!(!t.check(now + 30));
+        assert_eq!(t.wait_notice.load(Relaxed), 1);
+        t.wait_notice.store(2, Relaxed);
+        assert!(!t.check(now + 40));
+        assert_eq!(t.wait_notice.load(Relaxed), 2);
+        // past query_timeout while still waiting: PgBouncer's 'query_timeout'
+        assert!(t.check(now + 110));
+        assert_eq!(t.killed().message(), "query_timeout");
+    }
+
+    #[test]
+    fn janitor_asks_idle_clients_to_free_buffers() {
+        let t = ClientTimers::new(Limits::default());
+        let now = now_ms();
+        t.idle_since.store(now, Relaxed);
+        t.holds_buffers.store(true, Relaxed);
+        t.check(now + 100);
+        assert!(!t.take_trim());
+        t.check(now + TRIM_AFTER_MS + 1);
+        assert!(t.take_trim());
+        assert!(!t.take_trim());
     }
 }

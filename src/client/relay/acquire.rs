@@ -104,35 +104,25 @@ impl Relay<'_> {
         }
     }
 
-    /// Checkout; if the client has to wait longer than query_wait_notify, tell it once with
-    /// PgBouncer's NOTICE. The timer is armed only when the checkout did not succeed at once.
+    /// Checkout; if the client waits longer than query_wait_notify, tell it once with
+    /// PgBouncer's NOTICE. The janitor watches the wait (query_wait_notify, query_timeout,
+    /// query_wait_timeout): no timer is armed per checkout.
     async fn checkout_with_notice(&mut self) -> Result<ServerConn, CheckoutError> {
         let pool = self.pool.clone();
         let fut = pool.checkout();
         tokio::pin!(fut);
-        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
-        if let std::task::Poll::Ready(r) = first {
-            return r;
-        }
-        // query_timeout also bounds the wait for a server: PgBouncer's `query_timeout` (underscore)
-        let qt = self
-            .timers
-            .as_ref()
-            .map(|t| t.limits.query_timeout)
-            .unwrap_or(0);
-        let waited = async {
-            if qt == 0 {
-                std::future::pending::<()>().await
-            } else {
-                tokio::time::sleep(std::time::Duration::from_millis(qt)).await
-            }
+        let Some(t) = self.timers.clone() else {
+            return fut.await;
         };
-        tokio::pin!(waited);
-        if !self.query_wait_notify.is_zero() {
+        if t.wait_notice.load(Relaxed) != 0 {
+            t.wait_notice.store(0, Relaxed);
+        }
+        loop {
             tokio::select! {
+                biased;
                 r = &mut fut => return r,
-                _ = &mut waited => return Err(CheckoutError::QueryTimeout),
-                _ = tokio::time::sleep(self.query_wait_notify) => {
+                _ = t.wait_notice_due() => {
+                    t.wait_notice.store(2, Relaxed);
                     if self.s_out.is_empty() {
                         let mut b = BytesMut::new();
                         crate::protocol::backend::notice_response(
@@ -145,10 +135,6 @@ impl Relay<'_> {
                     }
                 }
             }
-        }
-        tokio::select! {
-            r = &mut fut => r,
-            _ = &mut waited => Err(CheckoutError::QueryTimeout),
         }
     }
 }
