@@ -97,6 +97,9 @@ struct RunResult {
     avg_ms: f64,
     p99_ms: f64,
     cpu_per_10k: Option<f64>,
+    /// The pooler's CPU per 10k transactions once every client is connected (from pgbench's
+    /// first progress report to its end): the steady state, without the login storm.
+    steady_cpu_per_10k: Option<f64>,
     /// pgbench's own CPU (user+sys of the finished child) per 10k transactions.
     client_cpu_per_10k: Option<f64>,
     rss_mib: Option<f64>,
@@ -146,6 +149,8 @@ fn run_pgbench(
             "-M",
             mode,
             "-l",
+            "-P",
+            "1",
             "synergyflow",
         ])
         .env("PGPASSWORD", password)
@@ -155,6 +160,30 @@ fn run_pgbench(
         .stderr(Stdio::piped())
         .spawn()
         .expect("run pgbench");
+    // the first progress report means every client is connected: the steady state starts
+    let mut out = out;
+    let err_pipe = out.stderr.take().unwrap();
+    let pids = t.pids.clone();
+    let progress = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut first = None;
+        let mut text = String::new();
+        for line in std::io::BufReader::new(err_pipe)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if first.is_none() && line.starts_with("progress:") {
+                let epoch_us = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_micros() as u64;
+                first = Some((epoch_us, usage(&pids)));
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        (first, text)
+    });
     // a wedged pooler must not hang the benchmark: pgbench gets its run time plus 60 s
     let pid = out.id();
     let watchdog = std::thread::spawn(move || {
@@ -173,8 +202,8 @@ fn run_pgbench(
     let _ = watchdog.join();
     let after = usage(&t.pids);
     let client_cpu = children_cpu() - children_before;
+    let (steady_from, stderr) = progress.join().unwrap_or_default();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let tps: f64 = field(&stdout, "tps =")
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0.0);
@@ -185,13 +214,25 @@ fn run_pgbench(
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0.0);
     let mut lat: Vec<u64> = Vec::new();
+    // transactions that ended in the steady window (log: client xact latency_us script epoch_s us)
+    let steady_start = steady_from.as_ref().map(|f| f.0).unwrap_or(u64::MAX);
+    let mut steady_xacts = 0u64;
     if let Ok(rd) = std::fs::read_dir(logdir) {
         for e in rd.flatten() {
             let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            lat.extend(
-                text.lines()
-                    .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok()),
-            );
+            for l in text.lines() {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                if let Some(us) = f.get(2).and_then(|v| v.parse::<u64>().ok()) {
+                    lat.push(us);
+                }
+                if let (Some(s), Some(u)) = (
+                    f.get(4).and_then(|v| v.parse::<u64>().ok()),
+                    f.get(5).and_then(|v| v.parse::<u64>().ok()),
+                ) && s * 1_000_000 + u >= steady_start
+                {
+                    steady_xacts += 1;
+                }
+            }
         }
     }
     lat.sort_unstable();
@@ -219,12 +260,19 @@ fn run_pgbench(
         (Some(b), Some(a)) if processed > 0.0 => Some((a.0 - b.0) / processed * 10_000.0),
         _ => None,
     };
+    let steady_cpu_per_10k = match (steady_from.and_then(|f| f.1), after) {
+        (Some(b), Some(a)) if steady_xacts > 0 => {
+            Some((a.0 - b.0) / steady_xacts as f64 * 10_000.0)
+        }
+        _ => None,
+    };
     RunResult {
         ok,
         tps,
         avg_ms,
         p99_ms,
         cpu_per_10k,
+        steady_cpu_per_10k,
         client_cpu_per_10k: (processed > 0.0).then(|| client_cpu / processed * 10_000.0),
         rss_mib: after.map(|a| a.1 as f64 / 1024.0),
         note,
@@ -645,9 +693,9 @@ fn main() {
     );
     let _ = writeln!(
         md,
-        "| target | protocol | clients | TPS | avg ms | p99 ms | pooler CPU s / 10k xact | pgbench CPU s / 10k xact | peak RSS MiB | server Parse / 10k xact |"
+        "| target | protocol | clients | TPS | avg ms | p99 ms | pooler CPU s / 10k xact (steady) | pooler CPU s / 10k xact (with logins) | pgbench CPU s / 10k xact | peak RSS MiB | server Parse / 10k xact |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
     let mut tps_of: BTreeMap<(usize, usize), f64> = BTreeMap::new();
     for ((mi, ti), rs) in &results {
         let t = &targets[*ti];
@@ -657,7 +705,7 @@ fn main() {
             let failed = rs.iter().find(|r| !r.ok).unwrap();
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | failed in {} of {} rounds: {} | | | | | | |",
+                "| {} | {} | {} | failed in {} of {} rounds: {} | | | | | | | |",
                 t.name,
                 modes[*mi],
                 t.clients,
@@ -670,6 +718,10 @@ fn main() {
         let tps = median(ok.iter().map(|r| r.tps).collect());
         tps_of.insert((*mi, *ti), tps);
         let cpu = ok.iter().filter_map(|r| r.cpu_per_10k).collect::<Vec<_>>();
+        let steady = ok
+            .iter()
+            .filter_map(|r| r.steady_cpu_per_10k)
+            .collect::<Vec<_>>();
         let rss = ok.iter().filter_map(|r| r.rss_mib).fold(0.0f64, f64::max);
         let parses = ok
             .iter()
@@ -677,13 +729,18 @@ fn main() {
             .collect::<Vec<_>>();
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.3} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {:.3} | {} | {} |",
             t.name,
             modes[*mi],
             t.clients,
             tps,
             median(ok.iter().map(|r| r.avg_ms).collect()),
             median(ok.iter().map(|r| r.p99_ms).collect()),
+            if steady.is_empty() {
+                "-".into()
+            } else {
+                format!("{:.3}", median(steady))
+            },
             if cpu.is_empty() {
                 "-".into()
             } else {
