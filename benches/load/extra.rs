@@ -396,168 +396,177 @@ pub fn run(ctx: &super::Ctx, guard: &mut super::Kill, targets: &[super::Target])
         (1000, 10_000)
     };
 
-    // TPS and p99 against client count, simple protocol
-    let counts: &[u32] = if ctx.quick {
-        &[50, 200]
-    } else {
-        &[50, 200, 1000, 2000]
-    };
-    let mut series: Vec<Series> = Vec::new();
-    // fresh poolers: the main run may have left PgBouncer's servers in a bad state (-M prepared
-    // fails on PgBouncer < 1.21 and leaves named statements behind)
-    let fresh = start_pair(ctx, guard, "sweep", &|ini: String, _: &str| ini);
-    let mut sweep_targets: Vec<super::Target> = targets
-        .iter()
-        .filter(|t| t.name == "PostgreSQL direct")
-        .map(|t| super::Target {
-            name: t.name,
-            port: t.port,
-            clients: t.clients,
-            pids: vec![],
-        })
-        .collect();
-    sweep_targets.extend(fresh.iter().map(|st| super::Target {
-        name: st.name,
-        port: st.port,
-        clients: 0,
-        pids: vec![st.pid],
-    }));
-    for t in &sweep_targets {
-        let mut pts = Vec::new();
-        for &c in counts {
-            if t.name == "PostgreSQL direct" && c > 200 {
-                continue; // max_connections = 600, and the poolers hold some
-            }
-            let tc = super::Target {
+    // LOAD_EXTRA_ONLY=sweep,storm,idle picks parts (default: all)
+    let part =
+        |p: &str| std::env::var("LOAD_EXTRA_ONLY").map_or(true, |v| v.split(',').any(|x| x == p));
+    if part("sweep") {
+        // TPS and p99 against client count, simple protocol
+        let counts: &[u32] = if ctx.quick {
+            &[50, 200]
+        } else {
+            &[50, 200, 1000, 2000]
+        };
+        let mut series: Vec<Series> = Vec::new();
+        // fresh poolers: the main run may have left PgBouncer's servers in a bad state (-M prepared
+        // fails on PgBouncer < 1.21 and leaves named statements behind)
+        let fresh = start_pair(ctx, guard, "sweep", &|ini: String, _: &str| ini);
+        let mut sweep_targets: Vec<super::Target> = targets
+            .iter()
+            .filter(|t| t.name == "PostgreSQL direct")
+            .map(|t| super::Target {
                 name: t.name,
                 port: t.port,
-                clients: c,
-                pids: t.pids.clone(),
-            };
-            let r = super::run_pgbench(
-                &ctx.pg,
-                &tc,
-                "simple",
-                ctx.secs,
-                &ctx.dir.join("pgbench-log"),
-                &ctx.app_password,
-                "disable",
-            );
-            eprintln!(
-                "sweep {} {c}: {:.0} tps p99 {:.2} ms {}",
-                t.name, r.tps, r.p99_ms, r.note
-            );
-            if r.ok {
-                pts.push((c, r.tps, r.p99_ms));
-            }
-        }
-        series.push((t.name.to_string(), pts));
-    }
-    let _ = writeln!(
-        md,
-        "\nClient-count sweep (simple protocol, {} s per point):\n",
-        ctx.secs
-    );
-    let _ = writeln!(md, "| target | clients | TPS | p99 ms |\n|---|---|---|---|");
-    for (name, pts) in &series {
-        for (c, tps, p99) in pts {
-            let _ = writeln!(md, "| {name} | {c} | {tps:.0} | {p99:.2} |");
-        }
-    }
-    let svg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/load-sweep.svg");
-    match chart(&svg, &series) {
-        Ok(()) => {
-            let _ = writeln!(md, "\nChart: `{}`", svg.display());
-        }
-        Err(e) => eprintln!("chart: {e}"),
-    }
-
-    // connection storm through auth_query: the app user is not in the userlist
-    let aq = ctx.dir.join("userlist-aq.txt");
-    std::fs::write(
-        &aq,
-        format!("\"{}\" \"{}\"\n", ctx.auth_user, ctx.auth_password),
-    )
-    .unwrap();
-    let _ = writeln!(
-        md,
-        "Connection storm: {storm_n} clients connect at once (SCRAM-SHA-256, password looked up with auth_query through `{}`), each runs `select 1`; time until the last answer (the clients' PBKDF2 is done once beforehand, so this is the poolers' time):\n",
-        ctx.auth_user
-    );
-    for (tag, cache_ttl) in [("storm", 0u32), ("storm-cached", 60)] {
-        let aq_path = aq.display().to_string();
-        let auth_user = ctx.auth_user.clone();
-        let tweak = move |ini: String, who: &str| {
-            // the benchmark's auth_file (with the app user) is replaced by one with the auth user;
-            // a listen backlog that holds the whole storm (else dropped SYNs cost 1 s retries)
-            let mut s = ini.replace("auth_file = ", "; auth_file = ");
-            s.push_str("listen_backlog = 4096\n");
-            s.push_str(&format!(
-                "auth_file = {aq_path}\nauth_user = {auth_user}\nauth_query = SELECT usename, passwd FROM user_search($1)\n"
-            ));
-            if who == "pgmux" && cache_ttl > 0 {
-                s.push_str(&format!("auth_query_cache_ttl = {cache_ttl}\n"));
-            }
-            s
-        };
-        let started = start_pair(ctx, guard, tag, &tweak);
-        for st in &started {
-            if cache_ttl > 0 && st.name != "pgmux" {
-                continue;
-            }
-            let cache: KeyCache = Arc::default();
-            let (took, failed) = storm(st.port, &ctx.app_user, &ctx.app_password, storm_n, &cache);
-            let label = if cache_ttl > 0 {
-                format!("{} with auth_query_cache_ttl = {cache_ttl}", st.name)
-            } else {
-                st.name.to_string()
-            };
-            eprintln!("storm {label}: {took:?}, {failed} failed");
-            let _ = writeln!(
-                md,
-                "- {label}: {:.2} s{}",
-                took.as_secs_f64(),
-                if failed > 0 {
-                    format!(" ({failed} failed)")
-                } else {
-                    String::new()
+                clients: t.clients,
+                pids: vec![],
+            })
+            .collect();
+        sweep_targets.extend(fresh.iter().map(|st| super::Target {
+            name: st.name,
+            port: st.port,
+            clients: 0,
+            pids: vec![st.pid],
+        }));
+        for t in &sweep_targets {
+            let mut pts = Vec::new();
+            for &c in counts {
+                if t.name == "PostgreSQL direct" && c > 200 {
+                    continue; // max_connections = 600, and the poolers hold some
                 }
-            );
+                let tc = super::Target {
+                    name: t.name,
+                    port: t.port,
+                    clients: c,
+                    pids: t.pids.clone(),
+                };
+                let r = super::run_pgbench(
+                    &ctx.pg,
+                    &tc,
+                    "simple",
+                    ctx.secs,
+                    &ctx.dir.join("pgbench-log"),
+                    &ctx.app_password,
+                    "disable",
+                );
+                eprintln!(
+                    "sweep {} {c}: {:.0} tps p99 {:.2} ms {}",
+                    t.name, r.tps, r.p99_ms, r.note
+                );
+                if r.ok {
+                    pts.push((c, r.tps, r.p99_ms));
+                }
+            }
+            series.push((t.name.to_string(), pts));
         }
-    }
-
-    // memory with many idle logged-in clients
-    let _ = writeln!(
-        md,
-        "\nMemory with {idle_n} idle logged-in clients (VmRSS after they logged in; max_client_conn raised for both):\n"
-    );
-    let tweak = |ini: String, _: &str| {
-        ini.replace(
-            "max_client_conn = 2000",
-            &format!("max_client_conn = {}", idle_n + 100),
-        )
-    };
-    for st in start_pair(ctx, guard, "idle", &tweak) {
-        let before = vm_rss_mib(st.pid);
-        let cache: KeyCache = Arc::default();
-        let (n, rss) = idle(
-            st.port,
-            &ctx.app_user,
-            &ctx.app_password,
-            idle_n,
-            &cache,
-            || vm_rss_mib(st.pid),
-        );
-        eprintln!(
-            "idle {}: {n} clients, RSS {before:.1} -> {rss:.1} MiB",
-            st.name
-        );
         let _ = writeln!(
             md,
-            "- {}: {n} clients logged in, RSS {before:.1} MiB before, {rss:.1} MiB with them",
-            st.name
+            "\nClient-count sweep (simple protocol, {} s per point):\n",
+            ctx.secs
         );
+        let _ = writeln!(md, "| target | clients | TPS | p99 ms |\n|---|---|---|---|");
+        for (name, pts) in &series {
+            for (c, tps, p99) in pts {
+                let _ = writeln!(md, "| {name} | {c} | {tps:.0} | {p99:.2} |");
+            }
+        }
+        let svg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/load-sweep.svg");
+        match chart(&svg, &series) {
+            Ok(()) => {
+                let _ = writeln!(md, "\nChart: `{}`", svg.display());
+            }
+            Err(e) => eprintln!("chart: {e}"),
+        }
     }
 
+    if part("storm") {
+        // connection storm through auth_query: the app user is not in the userlist
+        let aq = ctx.dir.join("userlist-aq.txt");
+        std::fs::write(
+            &aq,
+            format!("\"{}\" \"{}\"\n", ctx.auth_user, ctx.auth_password),
+        )
+        .unwrap();
+        let _ = writeln!(
+            md,
+            "Connection storm: {storm_n} clients connect at once (SCRAM-SHA-256, password looked up with auth_query through `{}`), each runs `select 1`; time until the last answer (the clients' PBKDF2 is done once beforehand, so this is the poolers' time):\n",
+            ctx.auth_user
+        );
+        for (tag, cache_ttl) in [("storm", 0u32), ("storm-cached", 60)] {
+            let aq_path = aq.display().to_string();
+            let auth_user = ctx.auth_user.clone();
+            let tweak = move |ini: String, who: &str| {
+                // the benchmark's auth_file (with the app user) is replaced by one with the auth user;
+                // a listen backlog that holds the whole storm (else dropped SYNs cost 1 s retries)
+                let mut s = ini.replace("auth_file = ", "; auth_file = ");
+                s.push_str("listen_backlog = 4096\n");
+                s.push_str(&format!(
+                    "auth_file = {aq_path}\nauth_user = {auth_user}\nauth_query = SELECT usename, passwd FROM user_search($1)\n"
+                ));
+                if who == "pgmux" && cache_ttl > 0 {
+                    s.push_str(&format!("auth_query_cache_ttl = {cache_ttl}\n"));
+                }
+                s
+            };
+            let started = start_pair(ctx, guard, tag, &tweak);
+            for st in &started {
+                if cache_ttl > 0 && st.name != "pgmux" {
+                    continue;
+                }
+                let cache: KeyCache = Arc::default();
+                let (took, failed) =
+                    storm(st.port, &ctx.app_user, &ctx.app_password, storm_n, &cache);
+                let label = if cache_ttl > 0 {
+                    format!("{} with auth_query_cache_ttl = {cache_ttl}", st.name)
+                } else {
+                    st.name.to_string()
+                };
+                eprintln!("storm {label}: {took:?}, {failed} failed");
+                let _ = writeln!(
+                    md,
+                    "- {label}: {:.2} s{}",
+                    took.as_secs_f64(),
+                    if failed > 0 {
+                        format!(" ({failed} failed)")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+    }
+
+    if part("idle") {
+        // memory with many idle logged-in clients
+        let _ = writeln!(
+            md,
+            "\nMemory with {idle_n} idle logged-in clients (VmRSS after they logged in; max_client_conn raised for both):\n"
+        );
+        let tweak = |ini: String, _: &str| {
+            ini.replace(
+                "max_client_conn = 2000",
+                &format!("max_client_conn = {}", idle_n + 100),
+            )
+        };
+        for st in start_pair(ctx, guard, "idle", &tweak) {
+            let before = vm_rss_mib(st.pid);
+            let cache: KeyCache = Arc::default();
+            let (n, rss) = idle(
+                st.port,
+                &ctx.app_user,
+                &ctx.app_password,
+                idle_n,
+                &cache,
+                || vm_rss_mib(st.pid),
+            );
+            eprintln!(
+                "idle {}: {n} clients, RSS {before:.1} -> {rss:.1} MiB",
+                st.name
+            );
+            let _ = writeln!(
+                md,
+                "- {}: {n} clients logged in, RSS {before:.1} MiB before, {rss:.1} MiB with them",
+                st.name
+            );
+        }
+    }
     md
 }
