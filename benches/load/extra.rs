@@ -164,19 +164,27 @@ pub fn storm(
             let (user, password, cache) = (user.to_string(), password.to_string(), cache.clone());
             tasks.push(tokio::spawn(async move {
                 let mut s = login(port, "synergyflow", &user, &password, &cache).await?;
+                let logged_in = t.elapsed();
                 select_one(&mut s).await?;
-                Ok::<_, std::io::Error>(s)
+                Ok::<_, std::io::Error>((s, logged_in))
             }));
         }
         let mut failed = 0;
+        let mut last_login = Duration::ZERO;
         let mut keep = Vec::with_capacity(n);
         // one deadline for the whole storm: a pooler that never answers cannot stall the run
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         for task in tasks {
             match tokio::time::timeout_at(deadline, task).await {
-                Ok(Ok(Ok(s))) => keep.push(s),
+                Ok(Ok(Ok((s, l)))) => {
+                    last_login = last_login.max(l);
+                    keep.push(s)
+                }
                 _ => failed += 1,
             }
+        }
+        if std::env::var("LOAD_DEBUG").is_ok() {
+            eprintln!("storm: last login after {last_login:?}");
         }
         (t.elapsed(), failed)
     })
@@ -512,17 +520,19 @@ pub fn run(ctx: &super::Ctx, guard: &mut super::Kill, targets: &[super::Target])
                     continue;
                 }
                 let cache: KeyCache = Arc::default();
+                let cpu0 = super::proc_usage(st.pid).0;
                 let (took, failed) =
                     storm(st.port, &ctx.app_user, &ctx.app_password, storm_n, &cache);
+                let cpu = super::proc_usage(st.pid).0 - cpu0;
                 let label = if cache_ttl > 0 {
                     format!("{} with auth_query_cache_ttl = {cache_ttl}", st.name)
                 } else {
                     st.name.to_string()
                 };
-                eprintln!("storm {label}: {took:?}, {failed} failed");
+                eprintln!("storm {label}: {took:?}, {failed} failed, pooler CPU {cpu:.2} s");
                 let _ = writeln!(
                     md,
-                    "- {label}: {:.2} s{}",
+                    "- {label}: {:.2} s (pooler CPU {cpu:.2} s){}",
                     took.as_secs_f64(),
                     if failed > 0 {
                         format!(" ({failed} failed)")
