@@ -178,6 +178,16 @@ impl Relay<'_> {
 
     /// Rewrite a Parse, Bind, Describe or Close for the linked server into `c_out`.
     fn ps_rewrite(&mut self, m: &Msg) -> Result<(), ClientError> {
+        // the unnamed statement and portals need no rewrite: the message stays where it is in
+        // the read buffer and goes out with its neighbours (no copy)
+        if let Some(expect) = self.unnamed_expect(m)? {
+            if m.tag == b'P' {
+                self.server_parses += 1;
+            }
+            self.push(expect);
+            self.flush_synthetic();
+            return Ok(());
+        }
         // everything before this message goes out as it is
         let mut head = self.cscan.take_scanned(&mut self.conn.rbuf);
         let msg = head.split_off(m.start);
@@ -268,6 +278,38 @@ impl Relay<'_> {
         }
         self.flush_synthetic();
         Ok(())
+    }
+
+    /// The reply expected for a Parse/Bind/Describe/Close that names no prepared statement
+    /// (forwarded unchanged), or None when the message names one (rewritten).
+    fn unnamed_expect(&self, m: &Msg) -> Result<Option<Expect>, ClientError> {
+        let body = m
+            .body
+            .as_ref()
+            .map(|r| &self.conn.rbuf[r.clone()])
+            .ok_or_else(bad_packet)?;
+        Ok(match m.tag {
+            b'P' => {
+                let (name, _) = cstr(body).ok_or_else(bad_packet)?;
+                name.is_empty().then_some(Expect::Parse(None, None))
+            }
+            b'B' => {
+                let (_, rest) = cstr(body).ok_or_else(bad_packet)?;
+                let (stmt, _) = cstr(rest).ok_or_else(bad_packet)?;
+                stmt.is_empty().then_some(Expect::Bind)
+            }
+            b'D' | b'C' => {
+                let (&kind, rest) = body.split_first().ok_or_else(bad_packet)?;
+                let (name, _) = cstr(rest).ok_or_else(bad_packet)?;
+                match (m.tag, kind == b'S' && !name.is_empty()) {
+                    (_, true) => None,
+                    (b'D', false) if kind == b'S' => Some(Expect::DescribeStatement),
+                    (b'D', false) => Some(Expect::DescribePortal),
+                    _ => Some(Expect::Close),
+                }
+            }
+            _ => None,
+        })
     }
 
     fn push(&mut self, e: Expect) {
