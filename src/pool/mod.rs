@@ -82,6 +82,28 @@ struct Inner {
     connecting: usize,
     /// Servers opened before the last RECONNECT (closed as soon as they are released).
     stale: usize,
+    /// The settings checkout and checkin need, copied here so they are read under the lock
+    /// already held (no RwLock and Arc traffic per transaction).
+    hot: Hot,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Hot {
+    size: usize,
+    round_robin: bool,
+    lifetime: Duration,
+    login_retry: Duration,
+}
+
+impl Hot {
+    fn of(s: &PoolSettings) -> Hot {
+        Hot {
+            size: s.size,
+            round_robin: s.round_robin,
+            lifetime: s.server_lifetime,
+            login_retry: s.login_retry,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -137,6 +159,7 @@ impl Pool {
         db_group: Arc<ConnGroup>,
         user_group: Arc<ConnGroup>,
     ) -> Arc<Pool> {
+        let hot = Hot::of(&settings);
         let p = Arc::new(Pool {
             db,
             user,
@@ -147,7 +170,10 @@ impl Pool {
             tracked,
             stats: PoolStats::default(),
             clients: Arc::new(AtomicUsize::new(0)),
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                hot,
+                ..Default::default()
+            }),
             welcome: Mutex::new(None),
             scram_keys: Mutex::new(None),
             log_disconnections,
@@ -159,6 +185,10 @@ impl Pool {
         p.db_group.add_member(&p);
         p.user_group.add_member(&p);
         p
+    }
+
+    fn set_hot(&self, s: &PoolSettings) {
+        self.inner.lock().unwrap().hot = Hot::of(s);
     }
 
     fn is_stale(&self, s: &ServerConn) -> bool {
@@ -194,7 +224,7 @@ impl Pool {
     /// Count a new connection against the pool size (plus `allowance` from the reserve) and the
     /// database/user caps. The caller then spawns the connect.
     fn try_open(&self, g: &mut Inner, allowance: usize) -> bool {
-        if g.total >= self.settings().size.saturating_add(allowance) {
+        if g.total >= g.hot.size.saturating_add(allowance) {
             return false;
         }
         if !self.db_group.try_take() {
@@ -219,10 +249,10 @@ impl Pool {
     /// Take a server for a client: an idle one (LIFO), else wait in FIFO order for one that is
     /// released or newly connected, for at most query_wait_timeout.
     pub async fn checkout(self: &Arc<Self>) -> Result<ServerConn, CheckoutError> {
-        let settings = self.settings();
         let rx = {
             let mut g = self.inner.lock().unwrap();
-            while let Some(mut s) = if settings.round_robin && !g.idle.is_empty() {
+            let hot = g.hot;
+            while let Some(mut s) = if hot.round_robin && !g.idle.is_empty() {
                 Some(g.idle.remove(0))
             } else {
                 g.idle.pop()
@@ -238,7 +268,7 @@ impl Pool {
             // fast fail while server logins are failing (server_login_retry), as PgBouncer
             if g.total == 0
                 && let Some((at, code, msg)) = self.last_login_error.lock().unwrap().clone()
-                && at.elapsed() < settings.login_retry
+                && at.elapsed() < hot.login_retry
             {
                 return Err(CheckoutError::Server(
                     code,
@@ -250,7 +280,7 @@ impl Pool {
             let (tx, rx) = oneshot::channel();
             g.waiters.push_back((Instant::now(), tx));
             let opened = g.connecting < g.waiters.len() && self.try_open(&mut g, 0);
-            let capped = !opened && g.total < settings.size;
+            let capped = !opened && g.total < hot.size;
             drop(g);
             if opened {
                 self.spawn_connect();
@@ -368,32 +398,40 @@ impl Pool {
 
     /// Return a server after a transaction (or session). `reusable` is false when its state is unknown.
     pub fn checkin(self: &Arc<Self>, server: ServerConn, reusable: bool) {
-        self.inner.lock().unwrap().active -= 1;
-        if !reusable {
-            self.close(server, "client disconnect while server was not ready");
+        self.checkin_at(server, reusable, Instant::now())
+    }
+
+    /// `checkin` with the clock already read; one lock when the server goes back.
+    pub fn checkin_at(self: &Arc<Self>, mut server: ServerConn, reusable: bool, now: Instant) {
+        let mut g = self.inner.lock().unwrap();
+        g.active -= 1;
+        let reason = if !reusable {
+            Some("client disconnect while server was not ready")
+        } else if self.is_stale(&server) {
+            Some("database configuration changed")
+        } else if self.life_over(&server, g.hot, now) {
+            Some("server lifetime over")
+        } else {
+            None
+        };
+        if let Some(r) = reason {
+            drop(g);
+            self.close(server, r);
             return;
         }
-        if self.is_stale(&server) {
-            self.close(server, "database configuration changed");
-            return;
-        }
-        if self.life_over(&server) {
-            self.close(server, "server lifetime over");
-            return;
-        }
-        self.give_back(server);
+        server.last_used = now;
+        self.hand_over(&mut g, server);
     }
 
     /// PgBouncer's life_over: past server_lifetime (0 = use once), and lifetime closes are spread
     /// out, at most one per server_lifetime / pool_size, so a pool is not reconnected all at once.
-    fn life_over(&self, s: &ServerConn) -> bool {
-        let settings = self.settings();
-        let life = settings.server_lifetime;
-        if s.age() < life {
+    fn life_over(&self, s: &ServerConn, hot: Hot, now: Instant) -> bool {
+        let life = hot.lifetime;
+        if now.saturating_duration_since(s.created) < life {
             return false;
         }
-        let gap = if settings.size > 0 && settings.size != usize::MAX {
-            life / settings.size as u32
+        let gap = if hot.size > 0 && hot.size != usize::MAX {
+            life / hot.size as u32
         } else {
             Duration::ZERO
         };
@@ -451,6 +489,11 @@ impl Pool {
     fn give_back(self: &Arc<Self>, mut server: ServerConn) {
         server.last_used = Instant::now();
         let mut g = self.inner.lock().unwrap();
+        self.hand_over(&mut g, server);
+    }
+
+    /// The first live waiter gets the server; else it goes idle.
+    fn hand_over(&self, g: &mut Inner, mut server: ServerConn) {
         while let Some((_, w)) = g.waiters.pop_front() {
             g.active += 1;
             match w.send(Ok(server)) {
@@ -498,7 +541,7 @@ impl Pool {
                 let s = &g.idle[i];
                 let reason = if !healthy {
                     Some("server conn crashed?")
-                } else if !life.is_zero() && self.life_over(s) {
+                } else if !life.is_zero() && self.life_over(s, g.hot, now) {
                     Some("server lifetime over")
                 } else if !idle_to.is_zero()
                     && now.duration_since(s.last_used) >= idle_to

@@ -39,6 +39,7 @@ impl Pool {
     }
 
     pub fn set_settings(self: &Arc<Self>, s: PoolSettings) {
+        self.set_hot(&s);
         *self.settings.write().unwrap() = Arc::new(s);
         self.kick();
     }

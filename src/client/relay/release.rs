@@ -20,7 +20,7 @@ impl Relay<'_> {
                 t.state.store(timers::IDLE, Relaxed);
             }
             self.flush_stats();
-            self.pool.checkin(server, true);
+            self.pool.checkin_at(server, true, self.now);
         }
     }
 
