@@ -331,7 +331,10 @@ async fn run(conn: &mut ClientConn, shared: &Arc<Shared>) -> Result<(), ClientEr
     backend::backend_key_data(&mut out, pid, secret);
     backend::ready_for_query(&mut out, b'I');
     conn.write_all(&out).await?;
-    pool.stats.client_logins.fetch_add(1, Ordering::Relaxed);
+    pool.stats
+        .local()
+        .client_logins
+        .fetch_add(1, Ordering::Relaxed);
 
     let u = cfg.users.get(&info.user);
     let limits = timers::Limits::new(

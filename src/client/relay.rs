@@ -487,7 +487,7 @@ impl<'a> Relay<'a> {
                 if let Some(t) = self.query_start.take() {
                     let us = self.now.saturating_duration_since(t).as_micros() as u64;
                     self.query_time_us += us;
-                    self.pool.stats.query_hist.observe(us);
+                    self.pool.stats.local().query_hist.observe(us);
                     if self.pending > 0 {
                         self.query_start = Some(self.now);
                     }

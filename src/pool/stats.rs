@@ -1,10 +1,38 @@
 //! Per-pool counters (transactions, queries, bytes, times in microseconds) and latency histograms behind SHOW STATS and metrics.
 
-use crate::stats::histogram::Histogram;
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::stats::histogram::{BOUNDS_US, Histogram};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-#[derive(Debug, Default)]
+/// Counter shards per pool: each worker thread adds to its own (no cache line bouncing between
+/// cores on every transaction); readers sum them.
+const SHARDS: usize = 8;
+
+/// A pool's counters, sharded by worker thread.
+#[derive(Debug)]
 pub struct PoolStats {
+    shards: Box<[Shard]>,
+}
+
+impl Default for PoolStats {
+    fn default() -> Self {
+        PoolStats {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+        }
+    }
+}
+
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    INDEX.with(|i| *i)
+}
+
+/// One thread's share of a pool's counters (on its own cache lines).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct Shard {
     pub server_assignments: AtomicU64,
     pub xacts: AtomicU64,
     pub queries: AtomicU64,
@@ -47,7 +75,44 @@ impl PoolStats {
         }
     }
 
+    /// The calling thread's shard, to add to.
+    #[inline]
+    pub fn local(&self) -> &Shard {
+        &self.shards[shard_index()]
+    }
+
+    /// The counters summed over the shards.
     pub fn snapshot(&self) -> Snapshot {
+        let mut t = Snapshot::default();
+        for s in self.shards.iter() {
+            t.add(&s.snapshot());
+        }
+        t
+    }
+
+    /// One histogram (0 query, 1 transaction, 2 wait) summed over the shards: cumulative
+    /// counts per bound (+Inf last) and the sum in µs.
+    pub fn histogram(&self, which: u8) -> ([u64; BOUNDS_US.len() + 1], u64) {
+        let mut out = [0u64; BOUNDS_US.len() + 1];
+        let mut sum = 0;
+        for s in self.shards.iter() {
+            let h = match which {
+                0 => &s.query_hist,
+                1 => &s.xact_hist,
+                _ => &s.wait_hist,
+            };
+            let (c, su) = h.cumulative();
+            for (o, v) in out.iter_mut().zip(c) {
+                *o += v;
+            }
+            sum += su;
+        }
+        (out, sum)
+    }
+}
+
+impl Shard {
+    fn snapshot(&self) -> Snapshot {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Snapshot {
             server_assignments: l(&self.server_assignments),
@@ -114,6 +179,32 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_add_up() {
+        let st = std::sync::Arc::new(PoolStats::default());
+        let threads: Vec<_> = (0..SHARDS + 3)
+            .map(|_| {
+                let st = st.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..100 {
+                        PoolStats::add(&st.local().xacts, 1);
+                        st.local().wait_hist.observe(300);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let n = 100 * (SHARDS as u64 + 3);
+        assert_eq!(st.snapshot().xacts, n);
+        let (cum, sum) = st.histogram(2);
+        assert_eq!(cum[BOUNDS_US.len()], n);
+        assert_eq!(cum[1], 0);
+        assert_eq!(cum[2], n);
+        assert_eq!(sum, 300 * n);
+    }
 
     #[test]
     fn averages_as_pgbouncer() {

@@ -1,6 +1,6 @@
 //! Prometheus text exposition with prometheus-community pgbouncer_exporter's metric names, plus pgmux's latency histograms.
 
-use super::histogram::{BOUNDS_US, Histogram};
+use super::histogram::BOUNDS_US;
 use crate::admin::show::list_counts;
 use crate::admin::show_pools::{db_rows, pool_rows};
 use crate::state::Shared;
@@ -44,8 +44,12 @@ impl Out {
         self.sample(name, &[], v);
     }
 
-    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) {
-        let (cum, sum_us) = h.cumulative();
+    fn histogram(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        (cum, sum_us): ([u64; BOUNDS_US.len() + 1], u64),
+    ) {
         for (i, b) in BOUNDS_US.iter().enumerate() {
             let le = format!("{}", *b as f64 / 1e6);
             let mut l = labels.to_vec();
@@ -316,11 +320,7 @@ pub fn render(shared: &Shared) -> String {
     ] {
         o.family(name, "histogram", help);
         for p in &ps {
-            let h = match pick {
-                0 => &p.stats.query_hist,
-                1 => &p.stats.xact_hist,
-                _ => &p.stats.wait_hist,
-            };
+            let h = p.stats.histogram(pick);
             o.histogram(name, &[("database", &p.db), ("user", &p.user)], h);
         }
     }

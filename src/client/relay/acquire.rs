@@ -80,7 +80,7 @@ impl Relay<'_> {
                     }
                 }
             }
-            let stats = &self.pool.stats;
+            let stats = self.pool.stats.local();
             let waited = self.now.saturating_duration_since(wait_start).as_micros() as u64;
             crate::pool::stats::PoolStats::add(&stats.wait_time_us, waited);
             stats.wait_hist.observe(waited);

@@ -29,7 +29,7 @@ impl Relay<'_> {
             t.xacts.fetch_add(1, Relaxed);
         }
         use crate::pool::stats::PoolStats as P;
-        let s = &self.pool.stats;
+        let s = self.pool.stats.local();
         P::add(&s.xacts, 1);
         P::add(&s.queries, std::mem::take(&mut self.queries));
         P::add(&s.bytes_received, std::mem::take(&mut self.bytes_in));
