@@ -225,12 +225,21 @@ impl ClientTimers {
     /// Resolves once the client has been ended (by the janitor, an admin command or shutdown).
     /// Polling it costs two atomic operations: it sits in every relay `select!`.
     pub fn wait_killed(&self) -> impl std::future::Future<Output = ()> + '_ {
+        self.wait_for(|t| t.killed() != Kill::None)
+    }
+
+    /// Resolves once `cond` holds; the janitor and admin commands wake the client's task
+    /// after changing what `cond` reads.
+    fn wait_for<'a>(
+        &'a self,
+        cond: impl Fn(&Self) -> bool + 'a,
+    ) -> impl std::future::Future<Output = ()> + 'a {
         std::future::poll_fn(move |cx| {
-            if self.killed() != Kill::None {
+            if cond(self) {
                 return std::task::Poll::Ready(());
             }
             self.waker.register(cx.waker());
-            if self.killed() != Kill::None {
+            if cond(self) {
                 std::task::Poll::Ready(())
             } else {
                 std::task::Poll::Pending
@@ -241,32 +250,12 @@ impl ClientTimers {
     /// Resolves when the janitor asks this idle client to free its buffers (the flag is
     /// cleared by `take_trim`).
     pub fn wait_trim(&self) -> impl std::future::Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            if self.trim.load(Relaxed) {
-                return std::task::Poll::Ready(());
-            }
-            self.waker.register(cx.waker());
-            if self.trim.load(Relaxed) {
-                std::task::Poll::Ready(())
-            } else {
-                std::task::Poll::Pending
-            }
-        })
+        self.wait_for(|t| t.trim.load(Relaxed))
     }
 
     /// Resolves when the janitor finds the client queued longer than query_wait_notify.
     pub fn wait_notice_due(&self) -> impl std::future::Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            if self.wait_notice.load(Relaxed) == 1 {
-                return std::task::Poll::Ready(());
-            }
-            self.waker.register(cx.waker());
-            if self.wait_notice.load(Relaxed) == 1 {
-                std::task::Poll::Ready(())
-            } else {
-                std::task::Poll::Pending
-            }
-        })
+        self.wait_for(|t| t.wait_notice.load(Relaxed) == 1)
     }
 
     /// True (once) when the janitor asked for the buffers to be freed.
