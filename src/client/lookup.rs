@@ -97,7 +97,6 @@ async fn run_lookup(
     let mut server = pool.checkout().await.map_err(|e| match e {
         crate::pool::CheckoutError::Server(c, m) => (c, m),
         crate::pool::CheckoutError::WaitTimeout => ("08P01".into(), "query_wait_timeout".into()),
-        crate::pool::CheckoutError::QueryTimeout => ("08P01".into(), "query_timeout".into()),
         crate::pool::CheckoutError::Closed => ("08P01".into(), "server shutting down".into()),
     })?;
     match auth_query::run(&mut server, query, user).await {

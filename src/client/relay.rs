@@ -36,7 +36,6 @@ const KEEP_BUF: usize = 64 * 1024;
 pub fn checkout_error(e: CheckoutError) -> ClientError {
     match e {
         CheckoutError::WaitTimeout => ClientError::fatal("query_wait_timeout"),
-        CheckoutError::QueryTimeout => ClientError::fatal("query_timeout"),
         CheckoutError::Server(code, msg) => ClientError::Fatal {
             sqlstate: code,
             message: msg,

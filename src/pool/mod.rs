@@ -57,9 +57,6 @@ pub struct Welcome {
 pub enum CheckoutError {
     #[error("query_wait_timeout")]
     WaitTimeout,
-    /// The client's query_timeout passed while it waited for a server.
-    #[error("query_timeout")]
-    QueryTimeout,
     #[error("{1}")]
     Server(String, String),
     #[error("pooler is shutting down")]

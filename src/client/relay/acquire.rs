@@ -3,7 +3,6 @@
 use super::{Relay, checkout_error, killed, killed_error};
 use crate::client::ClientError;
 use crate::client::timers;
-use crate::pool::CheckoutError;
 use crate::server::ServerConn;
 use crate::server::login::run_simple;
 use bytes::BytesMut;
@@ -41,11 +40,7 @@ impl Relay<'_> {
             }
         }
         loop {
-            let t = self.timers.clone();
-            let mut server = tokio::select! {
-                r = self.checkout_with_notice() => r.map_err(checkout_error)?,
-                _ = killed(t.as_deref()) => return Err(killed_error(t.as_deref())),
-            };
+            let mut server = self.checkout_with_notice().await?;
             self.tick();
             // server_check_delay / server_check_query: test a server that sat idle too long
             if let Some(q) = &self.check_query
@@ -105,24 +100,28 @@ impl Relay<'_> {
     }
 
     /// Checkout; if the client waits longer than query_wait_notify, tell it once with
-    /// PgBouncer's NOTICE. The janitor watches the wait (query_wait_notify, query_timeout,
+    /// PgBouncer's NOTICE; end the wait when the janitor ends the client (query_timeout while
+    /// queued, admin commands). The janitor watches the wait (query_wait_notify, query_timeout,
     /// query_wait_timeout): no timer is armed per checkout.
-    async fn checkout_with_notice(&mut self) -> Result<ServerConn, CheckoutError> {
-        let pool = self.pool.clone();
-        let fut = pool.checkout();
+    async fn checkout_with_notice(&mut self) -> Result<ServerConn, ClientError> {
+        // field borrows, no Arc clones: this runs once per transaction
+        let t = self.timers.as_deref();
+        let fut = self.pool.checkout();
         tokio::pin!(fut);
-        let Some(t) = self.timers.clone() else {
-            return fut.await;
-        };
-        if t.wait_notice.load(Relaxed) != 0 {
+        if let Some(t) = t
+            && t.wait_notice.load(Relaxed) != 0
+        {
             t.wait_notice.store(0, Relaxed);
         }
         loop {
             tokio::select! {
                 biased;
-                r = &mut fut => return r,
-                _ = t.wait_notice_due() => {
-                    t.wait_notice.store(2, Relaxed);
+                r = &mut fut => return r.map_err(checkout_error),
+                _ = killed(t) => return Err(killed_error(t)),
+                _ = notice_due(t) => {
+                    if let Some(t) = t {
+                        t.wait_notice.store(2, Relaxed);
+                    }
                     if self.s_out.is_empty() {
                         let mut b = BytesMut::new();
                         crate::protocol::backend::notice_response(
@@ -136,5 +135,13 @@ impl Relay<'_> {
                 }
             }
         }
+    }
+}
+
+/// Resolves when the janitor finds the client queued past query_wait_notify; never without timers.
+async fn notice_due(t: Option<&crate::client::timers::ClientTimers>) {
+    match t {
+        Some(t) => t.wait_notice_due().await,
+        None => std::future::pending().await,
     }
 }
