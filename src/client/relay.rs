@@ -18,10 +18,12 @@ use crate::protocol::scan::Scanner;
 use crate::server::ServerConn;
 use crate::state::Shared;
 use bytes::{Buf, BytesMut};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::task::Poll;
 use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 
 /// Stop reading a side while this many bytes wait to be written to the other.
 const BACKPRESSURE: usize = 256 * 1024;
@@ -255,11 +257,23 @@ impl<'a> Relay<'a> {
                 {
                     t.holds_buffers.store(true, Relaxed);
                 }
-                let r = tokio::select! {
-                    biased;
-                    _ = killed(self.timers.as_deref()) => None,
-                    _ = trim_requested(self.timers.as_deref()) => continue,
-                    r = self.conn.stream.readable() => Some(r),
+                let (timers, stream) = (self.timers.as_deref(), &self.conn.stream);
+                let r = std::future::poll_fn(|cx| {
+                    if let Some(t) = timers {
+                        if t.poll_killed(cx).is_ready() {
+                            return Poll::Ready(Idle::Killed);
+                        }
+                        if t.poll_trim(cx).is_ready() {
+                            return Poll::Ready(Idle::Trim);
+                        }
+                    }
+                    stream.poll_read_ready(cx).map(Idle::Readable)
+                })
+                .await;
+                let r = match r {
+                    Idle::Killed => None,
+                    Idle::Trim => continue,
+                    Idle::Readable(r) => Some(r),
                 };
                 break r;
             };
@@ -277,35 +291,52 @@ impl<'a> Relay<'a> {
                 }
             }
         }
-        let cbuf = &mut self.conn.rbuf;
+        let conn = &mut *self.conn;
+        let (cstream, cbuf) = (&mut conn.stream, &mut conn.rbuf);
         if cbuf.capacity() - cbuf.len() < 512 {
             cbuf.reserve(CLIENT_CHUNK);
         }
-        let (mut cr, mut cw) = self.conn.stream.split();
-        let ev = match &mut self.server {
-            Some(server) => {
-                if self.s_in.capacity() - self.s_in.len() < 1024 {
-                    self.s_in.reserve(SERVER_CHUNK);
-                }
-                let (mut sr, mut sw) = server.stream.split();
-                tokio::select! {
-                    biased;
-                    _ = killed(self.timers.as_deref()) => Ev::Killed,
-                    r = sw.write(&self.c_out), if !self.c_out.is_empty() => Ev::ToServer(r),
-                    r = cw.write(&self.s_out), if !self.s_out.is_empty() => Ev::ToClient(r),
-                    r = sr.read_buf(&mut self.s_in), if s_room => Ev::FromServer(r),
-                    r = cr.read_buf(cbuf), if c_room => Ev::FromClient(r),
-                }
+        let mut server = self.server.as_mut().map(|s| &mut s.stream);
+        if server.is_some() && self.s_in.capacity() - self.s_in.len() < 1024 {
+            self.s_in.reserve(SERVER_CHUNK);
+        }
+        let (timers, c_out, s_out, s_in) = (
+            self.timers.as_deref(),
+            &self.c_out,
+            &self.s_out,
+            &mut self.s_in,
+        );
+        // one hand-written poll over both sockets, in a fixed order (kill switch, writes,
+        // then reads): no per-round futures as a `select!` would build
+        let ev = std::future::poll_fn(|cx| {
+            if let Some(t) = timers
+                && t.poll_killed(cx).is_ready()
+            {
+                return Poll::Ready(Ev::Killed);
             }
-            None => {
-                tokio::select! {
-                    biased;
-                    _ = killed(self.timers.as_deref()) => Ev::Killed,
-                    r = cw.write(&self.s_out), if !self.s_out.is_empty() => Ev::ToClient(r),
-                    r = cr.read_buf(cbuf), if c_room => Ev::FromClient(r),
-                }
+            if let Some(ss) = server.as_deref_mut()
+                && !c_out.is_empty()
+                && let Poll::Ready(r) = Pin::new(ss).poll_write(cx, c_out)
+            {
+                return Poll::Ready(Ev::ToServer(r));
             }
-        };
+            if !s_out.is_empty()
+                && let Poll::Ready(r) = Pin::new(&mut *cstream).poll_write(cx, s_out)
+            {
+                return Poll::Ready(Ev::ToClient(r));
+            }
+            if s_room
+                && let Some(ss) = server.as_deref_mut()
+                && let Poll::Ready(r) = ss.poll_read_buf(cx, s_in)
+            {
+                return Poll::Ready(Ev::FromServer(r));
+            }
+            if c_room && let Poll::Ready(r) = cstream.poll_read_buf(cx, cbuf) {
+                return Poll::Ready(Ev::FromClient(r));
+            }
+            Poll::Pending
+        })
+        .await;
         self.tick();
         match ev {
             Ev::Killed => {
@@ -429,20 +460,19 @@ fn killed_error(t: Option<&ClientTimers>) -> ClientError {
     )
 }
 
-/// Resolves when the janitor asks an idle client to free its buffers; never without timers.
-async fn trim_requested(t: Option<&ClientTimers>) {
-    match t {
-        Some(t) => t.wait_trim().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Resolves when the janitor has ended this client; never without timers.
 async fn killed(t: Option<&ClientTimers>) {
     match t {
         Some(t) => t.wait_killed().await,
         None => std::future::pending().await,
     }
+}
+
+/// What woke an idle client.
+enum Idle {
+    Killed,
+    Trim,
+    Readable(std::io::Result<()>),
 }
 
 impl Drop for Relay<'_> {

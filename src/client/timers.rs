@@ -234,23 +234,38 @@ impl ClientTimers {
         &'a self,
         cond: impl Fn(&Self) -> bool + 'a,
     ) -> impl std::future::Future<Output = ()> + 'a {
-        std::future::poll_fn(move |cx| {
-            if cond(self) {
-                return std::task::Poll::Ready(());
-            }
-            self.waker.register(cx.waker());
-            if cond(self) {
-                std::task::Poll::Ready(())
-            } else {
-                std::task::Poll::Pending
-            }
-        })
+        std::future::poll_fn(move |cx| self.poll_cond(cx, &cond))
     }
 
-    /// Resolves when the janitor asks this idle client to free its buffers (the flag is
-    /// cleared by `take_trim`).
-    pub fn wait_trim(&self) -> impl std::future::Future<Output = ()> + '_ {
-        self.wait_for(|t| t.trim.load(Relaxed))
+    /// Ready once `cond` holds; otherwise the task is registered to be woken.
+    #[inline]
+    fn poll_cond(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        cond: impl Fn(&Self) -> bool,
+    ) -> std::task::Poll<()> {
+        if cond(self) {
+            return std::task::Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if cond(self) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+
+    /// `wait_killed` for a hand-written poll (the relay's).
+    #[inline]
+    pub fn poll_killed(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.poll_cond(cx, |t| t.killed() != Kill::None)
+    }
+
+    /// Ready when the janitor asks this idle client to free its buffers (the flag is cleared
+    /// by `take_trim`).
+    #[inline]
+    pub fn poll_trim(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.poll_cond(cx, |t| t.trim.load(Relaxed))
     }
 
     /// Resolves when the janitor finds the client queued longer than query_wait_notify.
