@@ -54,9 +54,12 @@ impl Tracked {
     }
 
     pub fn empty_set(&self) -> ParamSet {
-        ParamSet {
+        let mut set = ParamSet {
             vals: vec![None; self.names.len()],
-        }
+            packed: Vec::new(),
+        };
+        set.repack();
+        set
     }
 }
 
@@ -74,6 +77,10 @@ fn canonical(name: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParamSet {
     vals: Vec<Option<String>>,
+    /// All values in one buffer (per slot: 0 for none, or 1, the length and the bytes), kept
+    /// in step with `vals`: two sets with equal `packed` hold equal values, which the
+    /// per-transaction sync check finds with one compare of one small buffer each.
+    packed: Vec<u8>,
 }
 
 impl ParamSet {
@@ -85,7 +92,25 @@ impl ParamSet {
         if let Some(slot) = self.vals.get_mut(i) {
             match slot {
                 Some(cur) if cur == v => {}
-                _ => *slot = Some(v.to_string()),
+                _ => {
+                    *slot = Some(v.to_string());
+                    self.repack();
+                }
+            }
+        }
+    }
+
+    fn repack(&mut self) {
+        self.packed.clear();
+        for v in &self.vals {
+            match v {
+                None => self.packed.push(0),
+                Some(v) => {
+                    self.packed.push(1);
+                    self.packed
+                        .extend_from_slice(&(v.len() as u32).to_le_bytes());
+                    self.packed.extend_from_slice(v.as_bytes());
+                }
             }
         }
     }
@@ -97,10 +122,14 @@ impl ParamSet {
                 mine.clone_from(theirs);
             }
         }
+        self.repack();
     }
 
     /// The `SET ...;` statements that make a server with `server` values match `self`, or None.
     pub fn sync_sql(&self, server: &ParamSet, tracked: &Tracked) -> Option<String> {
+        if self.packed == server.packed {
+            return None;
+        }
         let mut sql = String::new();
         for (i, want) in self.vals.iter().enumerate() {
             let Some(want) = want else { continue };
@@ -176,5 +205,23 @@ mod tests {
         c.set(t.index("application_name").unwrap(), "x");
         s.set(t.index("application_name").unwrap(), "x");
         assert_eq!(c.sync_sql(&s, &t), None);
+        // equal values differently spelled still need no SET; a value the server lacks does
+        s.set(t.index("DateStyle").unwrap(), "iso, mdy");
+        c.set(t.index("DateStyle").unwrap(), "ISO, MDY");
+        assert_ne!(c.packed, s.packed);
+        assert_eq!(c.sync_sql(&s, &t), None);
+        let mut c2 = t.empty_set();
+        c2.fill_from(&c);
+        assert_eq!(c2, c);
+        c2.set(t.index("client_encoding").unwrap(), "UTF8");
+        assert_eq!(
+            c2.sync_sql(&s, &t).as_deref(),
+            Some("SET client_encoding='UTF8';")
+        );
+        // a value moved between slots is not mistaken for an equal set
+        let (mut a, mut b) = (t.empty_set(), t.empty_set());
+        a.set(0, "x");
+        b.set(1, "x");
+        assert_ne!(a.packed, b.packed);
     }
 }
