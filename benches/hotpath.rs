@@ -1,4 +1,4 @@
-//! Criterion micro-benchmarks of the hot path: message-boundary scanning and pool checkout/checkin.
+//! Criterion micro-benchmarks of the hot path: message-boundary scanning, pool checkout/checkin and the parameter-sync check.
 
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -144,5 +144,51 @@ fn pool(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, scanning, pool);
+/// The check run on every server hand-over: does the server already have the client's tracked
+/// parameters (client_encoding, DateStyle, TimeZone, ...)? Usually it does, and no SET is sent.
+fn param_sync(c: &mut Criterion) {
+    let t = Tracked::new(&["IntervalStyle".to_string()]);
+    let fill = |set: &mut pgmux::params::ParamSet| {
+        for (name, v) in [
+            ("client_encoding", "UTF8"),
+            ("DateStyle", "ISO, MDY"),
+            ("TimeZone", "Europe/Berlin"),
+            ("standard_conforming_strings", "on"),
+            ("application_name", "synergyflow-api"),
+            ("IntervalStyle", "postgres"),
+        ] {
+            set.set(t.index(name).unwrap(), v);
+        }
+    };
+    let (mut client, mut server) = (t.empty_set(), t.empty_set());
+    fill(&mut client);
+    fill(&mut server);
+    let mut g = c.benchmark_group("param_sync");
+    g.bench_function("in_sync", |b| {
+        b.iter(|| {
+            assert!(
+                std::hint::black_box(&client)
+                    .sync_sql(&server, &t)
+                    .is_none()
+            )
+        })
+    });
+    server.set(t.index("DateStyle").unwrap(), "iso, mdy");
+    g.bench_function("same_values_other_case", |b| {
+        b.iter(|| {
+            assert!(
+                std::hint::black_box(&client)
+                    .sync_sql(&server, &t)
+                    .is_none()
+            )
+        })
+    });
+    server.set(t.index("TimeZone").unwrap(), "UTC");
+    g.bench_function("one_set_needed", |b| {
+        b.iter(|| std::hint::black_box(std::hint::black_box(&client).sync_sql(&server, &t)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, scanning, pool, param_sync);
 criterion_main!(benches);
