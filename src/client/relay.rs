@@ -270,12 +270,11 @@ impl<'a> Relay<'a> {
                     stream.poll_read_ready(cx).map(Idle::Readable)
                 })
                 .await;
-                let r = match r {
+                break match r {
                     Idle::Killed => None,
                     Idle::Trim => continue,
                     Idle::Readable(r) => Some(r),
                 };
-                break r;
             };
             match ready {
                 // go on to read: the read below consumes the readiness
@@ -451,21 +450,6 @@ enum Ev {
     ToClient(std::io::Result<usize>),
     FromServer(std::io::Result<usize>),
     FromClient(std::io::Result<usize>),
-}
-
-fn killed_error(t: Option<&ClientTimers>) -> ClientError {
-    ClientError::fatal(
-        t.map(|t| t.killed().message())
-            .unwrap_or("admin forced disconnect"),
-    )
-}
-
-/// Resolves when the janitor has ended this client; never without timers.
-async fn killed(t: Option<&ClientTimers>) {
-    match t {
-        Some(t) => t.wait_killed().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// What woke an idle client.

@@ -223,7 +223,7 @@ impl ClientTimers {
     }
 
     /// Resolves once the client has been ended (by the janitor, an admin command or shutdown).
-    /// Polling it costs two atomic operations: it sits in every relay `select!`.
+    /// Polling it costs two atomic operations (the relay's own poll uses `poll_killed`).
     pub fn wait_killed(&self) -> impl std::future::Future<Output = ()> + '_ {
         self.wait_for(|t| t.killed() != Kill::None)
     }

@@ -4,7 +4,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpStream, UnixStream, tcp, unix};
+use tokio::net::{TcpStream, UnixStream};
 
 /// TLS over TCP, either side (pgmux as TLS server for clients, as TLS client to PostgreSQL).
 pub type TlsIo = tokio_rustls::TlsStream<TcpStream>;
@@ -102,21 +102,6 @@ impl Stream {
         }
     }
 
-    /// Borrow separate read and write halves, so one task can read and write at once.
-    pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
-        match self {
-            Stream::Tcp(s) => {
-                let (r, w) = s.split();
-                (ReadHalf::Tcp(r), WriteHalf::Tcp(w))
-            }
-            Stream::Unix(s) => {
-                let (r, w) = s.split();
-                (ReadHalf::Unix(r), WriteHalf::Unix(w))
-            }
-            Stream::Tls(t) => (ReadHalf::Tls(&mut t.r), WriteHalf::Tls(&mut t.w)),
-        }
-    }
-
     /// Local address and port (`unix` and 0 for a unix socket).
     pub fn local_addr(&self) -> (String, u16) {
         match self {
@@ -129,17 +114,8 @@ impl Stream {
         }
     }
 
-    /// Wait until the socket has data (or EOF) without a buffer; TLS streams report ready at
+    /// Ready when the socket has data (or EOF), without reading; TLS streams report ready at
     /// once (rustls may hold decrypted bytes already).
-    pub async fn readable(&self) -> std::io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.readable().await,
-            Stream::Unix(s) => s.readable().await,
-            Stream::Tls(_) => Ok(()),
-        }
-    }
-
-    /// `readable` for a hand-written poll; TLS streams report ready at once.
     #[inline]
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
@@ -168,35 +144,6 @@ impl Stream {
     }
 }
 
-/// Read half of a borrowed [`Stream`].
-pub enum ReadHalf<'a> {
-    Tcp(tcp::ReadHalf<'a>),
-    Unix(unix::ReadHalf<'a>),
-    Tls(&'a mut tokio::io::ReadHalf<TlsIo>),
-}
-
-/// Write half of a borrowed [`Stream`].
-pub enum WriteHalf<'a> {
-    Tcp(tcp::WriteHalf<'a>),
-    Unix(unix::WriteHalf<'a>),
-    Tls(&'a mut tokio::io::WriteHalf<TlsIo>),
-}
-
-impl AsyncRead for ReadHalf<'_> {
-    #[inline]
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
-        }
-    }
-}
-
 impl AsyncRead for Stream {
     #[inline]
     fn poll_read(
@@ -213,42 +160,35 @@ impl AsyncRead for Stream {
 }
 
 /// AsyncWrite delegating each call to the variant's writer.
-macro_rules! delegate_write {
-    ($t:ty, $tls:ident => $w:expr) => {
-        impl AsyncWrite for $t {
-            #[inline]
-            fn poll_write(
-                self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                buf: &[u8],
-            ) -> Poll<io::Result<usize>> {
-                match self.get_mut() {
-                    Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-                    Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
-                    Self::Tls($tls) => Pin::new($w).poll_write(cx, buf),
-                }
-            }
-
-            #[inline]
-            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                match self.get_mut() {
-                    Self::Tcp(s) => Pin::new(s).poll_flush(cx),
-                    Self::Unix(s) => Pin::new(s).poll_flush(cx),
-                    Self::Tls($tls) => Pin::new($w).poll_flush(cx),
-                }
-            }
-
-            #[inline]
-            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                match self.get_mut() {
-                    Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-                    Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
-                    Self::Tls($tls) => Pin::new($w).poll_shutdown(cx),
-                }
-            }
+impl AsyncWrite for Stream {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(t) => Pin::new(&mut t.w).poll_write(cx, buf),
         }
-    };
-}
+    }
 
-delegate_write!(Stream, t => &mut t.w);
-delegate_write!(WriteHalf<'_>, s => &mut **s);
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Self::Unix(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(t) => Pin::new(&mut t.w).poll_flush(cx),
+        }
+    }
+
+    #[inline]
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(t) => Pin::new(&mut t.w).poll_shutdown(cx),
+        }
+    }
+}

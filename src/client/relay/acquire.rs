@@ -1,6 +1,6 @@
 //! Taking a server for a transaction: PAUSE and shutdown checks, the wait queue with query_wait_notify, server_check_query, parameter sync.
 
-use super::{Relay, checkout_error, killed, killed_error};
+use super::{Relay, checkout_error};
 use crate::client::ClientError;
 use crate::client::timers;
 use crate::server::ServerConn;
@@ -142,6 +142,21 @@ impl Relay<'_> {
 async fn notice_due(t: Option<&crate::client::timers::ClientTimers>) {
     match t {
         Some(t) => t.wait_notice_due().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn killed_error(t: Option<&crate::client::timers::ClientTimers>) -> ClientError {
+    ClientError::fatal(
+        t.map(|t| t.killed().message())
+            .unwrap_or("admin forced disconnect"),
+    )
+}
+
+/// Resolves when the janitor has ended this client; never without timers.
+async fn killed(t: Option<&crate::client::timers::ClientTimers>) {
+    match t {
+        Some(t) => t.wait_killed().await,
         None => std::future::pending().await,
     }
 }

@@ -373,15 +373,7 @@ impl Relay<'_> {
     /// Server bytes in prepared-statement mode: match replies to the queue, swallow the ones to
     /// requests pgmux added, and put synthetic replies in their place.
     pub(super) fn scan_server_ps(&mut self) -> Result<(), ClientError> {
-        loop {
-            let m = match self.sscan.next(&mut self.s_in, server_need) {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(_) => {
-                    self.server_broken = true;
-                    return Err(ClientError::fatal("server conn crashed?"));
-                }
-            };
+        while let Some(m) = self.next_server_msg(server_need)? {
             self.on_server_msg(&m)?;
             let ps = self.ps.as_mut().unwrap();
             let head = ps.expect.front().cloned();

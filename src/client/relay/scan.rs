@@ -2,11 +2,10 @@
 
 use super::{CopyTrack, Relay, append, prepared};
 use crate::client::ClientError;
-use crate::client::timers::ClientTimers;
 use crate::pool::Mode;
+use crate::protocol::scan::Msg;
 use crate::protocol::take_cstr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
 
 impl Relay<'_> {
     /// Walk new client messages: count requests, drop Terminate and stray COPY data.
@@ -40,22 +39,12 @@ impl Relay<'_> {
                     }
                     self.pending += 1;
                     self.copy.last_exec = false;
-                    mark_query(
-                        &mut self.query_start,
-                        self.timers.as_deref(),
-                        self.now,
-                        self.now_ms,
-                    );
+                    self.mark_query();
                 }
                 b'F' => {
                     self.copy.last_exec = false;
                     self.pending += 1;
-                    mark_query(
-                        &mut self.query_start,
-                        self.timers.as_deref(),
-                        self.now,
-                        self.now_ms,
-                    );
+                    self.mark_query();
                 }
                 b'S' => {
                     self.ext_open = false;
@@ -65,12 +54,7 @@ impl Relay<'_> {
                         if self.copy.last_exec && !self.copy.end_seen {
                             self.copy.syncs_after_exec += 1;
                         }
-                        mark_query(
-                            &mut self.query_start,
-                            self.timers.as_deref(),
-                            self.now,
-                            self.now_ms,
-                        );
+                        self.mark_query();
                     }
                 }
                 b'P' => {
@@ -122,15 +106,7 @@ impl Relay<'_> {
         if self.ps.is_some() {
             return self.scan_server_ps();
         }
-        loop {
-            let m = match self.sscan.next(&mut self.s_in, |t| t == b'Z' || t == b'S') {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(_) => {
-                    self.server_broken = true;
-                    return Err(ClientError::fatal("server conn crashed?"));
-                }
-            };
+        while let Some(m) = self.next_server_msg(|t| t == b'Z' || t == b'S')? {
             self.on_server_msg(&m)?;
         }
         let done = self.sscan.take_scanned(&mut self.s_in);
@@ -138,11 +114,33 @@ impl Relay<'_> {
         Ok(())
     }
 
-    /// Bookkeeping for one server message: ReadyForQuery, tracked ParameterStatus, COPY-in start.
-    pub(super) fn on_server_msg(
+    /// A request that expects a ReadyForQuery arrived: start the query clocks if none runs.
+    #[inline]
+    fn mark_query(&mut self) {
+        if self.query_start.is_none() {
+            self.query_start = Some(self.now);
+        }
+        if let Some(t) = &self.timers
+            && t.query_start.load(Relaxed) == 0
+        {
+            t.query_start.store(self.now_ms, Relaxed);
+        }
+    }
+
+    /// The next complete server message (with its body when `need_body` says so); a malformed
+    /// one breaks the server link.
+    pub(super) fn next_server_msg(
         &mut self,
-        m: &crate::protocol::scan::Msg,
-    ) -> Result<(), ClientError> {
+        need_body: impl Fn(u8) -> bool,
+    ) -> Result<Option<Msg>, ClientError> {
+        self.sscan.next(&mut self.s_in, need_body).map_err(|_| {
+            self.server_broken = true;
+            ClientError::fatal("server conn crashed?")
+        })
+    }
+
+    /// Bookkeeping for one server message: ReadyForQuery, tracked ParameterStatus, COPY-in start.
+    pub(super) fn on_server_msg(&mut self, m: &Msg) -> Result<(), ClientError> {
         match m.tag {
             b'E' | b'N' if self.pending == 0 => self.server_dirty = true,
             b'Z' => {
@@ -203,18 +201,5 @@ impl Relay<'_> {
             _ => {}
         }
         Ok(())
-    }
-}
-
-/// A request that expects a ReadyForQuery arrived: start the query clocks if none runs.
-#[inline]
-fn mark_query(start: &mut Option<Instant>, t: Option<&ClientTimers>, now: Instant, ms: u64) {
-    if start.is_none() {
-        *start = Some(now);
-    }
-    if let Some(t) = t
-        && t.query_start.load(Relaxed) == 0
-    {
-        t.query_start.store(ms, Relaxed);
     }
 }
