@@ -54,6 +54,8 @@ pub struct Relay<'a> {
     mode: Mode,
     params: ParamSet,
     slot: Arc<CancelSlot>,
+    /// Where the pool hands this client a server when it has to queue (reused every transaction).
+    handoff: Arc<crate::pool::HandOff>,
     cscan: Scanner,
     /// Complete client bytes waiting to be written to the server.
     c_out: BytesMut,
@@ -153,6 +155,7 @@ impl<'a> Relay<'a> {
             pool,
             params,
             slot,
+            handoff: crate::pool::HandOff::new(),
             cscan: Scanner::new(max),
             c_out: BytesMut::new(),
             s_in: BytesMut::new(),

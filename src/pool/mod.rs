@@ -1,6 +1,7 @@
 //! Pools of server connections keyed by (database, user): checkout with a FIFO wait queue, LIFO reuse, close reasons.
 
 pub mod group;
+mod handoff;
 pub mod pause;
 mod view;
 
@@ -13,13 +14,13 @@ use crate::params::{ParamSet, Tracked};
 use crate::server::login::{self, WelcomeParams};
 use crate::server::{ServerConn, ServerError, ServerTarget};
 use group::ConnGroup;
+pub use handoff::HandOff;
 use stats::PoolStats;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use tokio::sync::oneshot;
 
 /// How clients share this pool's servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,15 +64,12 @@ pub enum CheckoutError {
     Closed,
 }
 
-/// What a waiting client is sent: a server, a server error to pass on, or None when it waited
-/// longer than query_wait_timeout (the janitor sends that: no timer per checkout).
-type Delivery = Result<ServerConn, Option<(String, String)>>;
-
 #[derive(Debug, Default)]
 struct Inner {
     idle: Vec<ServerConn>,
-    /// Waiting clients in arrival order, with when they started waiting.
-    waiters: VecDeque<(Instant, oneshot::Sender<Delivery>)>,
+    /// Waiting clients in arrival order, with when they started waiting. A client that stops
+    /// waiting removes its entry (`withdraw`), so every entry is live.
+    waiters: VecDeque<(Instant, Arc<HandOff>)>,
     /// Connected plus connecting servers.
     total: usize,
     /// Servers lent to clients.
@@ -246,7 +244,17 @@ impl Pool {
     /// Take a server for a client: an idle one (LIFO), else wait in FIFO order for one that is
     /// released or newly connected, for at most query_wait_timeout.
     pub async fn checkout(self: &Arc<Self>) -> Result<ServerConn, CheckoutError> {
-        let rx = {
+        self.checkout_via(None).await
+    }
+
+    /// `checkout`, waiting (if it has to) on the client's own hand-off slot, so a queued
+    /// transaction allocates nothing; without one a slot is made for this wait.
+    pub async fn checkout_via(
+        self: &Arc<Self>,
+        slot: Option<&Arc<HandOff>>,
+    ) -> Result<ServerConn, CheckoutError> {
+        let owned: Arc<HandOff>;
+        let slot = {
             let mut g = self.inner.lock().unwrap();
             let hot = g.hot;
             while let Some(mut s) = if hot.round_robin && !g.idle.is_empty() {
@@ -274,8 +282,15 @@ impl Pool {
                     ),
                 ));
             }
-            let (tx, rx) = oneshot::channel();
-            g.waiters.push_back((Instant::now(), tx));
+            let slot = match slot {
+                Some(s) => s,
+                None => {
+                    owned = HandOff::new();
+                    &owned
+                }
+            };
+            slot.enqueue();
+            g.waiters.push_back((Instant::now(), slot.clone()));
             let opened = g.connecting < g.waiters.len() && self.try_open(&mut g, 0);
             let capped = !opened && g.total < hot.size;
             drop(g);
@@ -289,9 +304,14 @@ impl Pool {
                     self.spawn_connect();
                 }
             }
-            rx
+            slot
         };
-        match rx.await.map_err(|_| CheckoutError::Closed)? {
+        let wait = handoff::Wait {
+            pool: self,
+            slot,
+            done: false,
+        };
+        match wait.await {
             Ok(s) => Ok(s),
             Err(Some((code, msg))) => Err(CheckoutError::Server(code, msg)),
             Err(None) => Err(CheckoutError::WaitTimeout),
@@ -385,7 +405,7 @@ impl Pool {
                     // Nobody else can serve the waiters: pass the server's error on, as PgBouncer does.
                     if g.total == 0 {
                         for (_, w) in g.waiters.drain(..) {
-                            let _ = w.send(Err(Some((code.clone(), msg.clone()))));
+                            w.deliver(Err(Some((code.clone(), msg.clone()))));
                         }
                     }
                 }
@@ -470,7 +490,6 @@ impl Pool {
     /// Open a connection for waiting clients if there is room.
     pub fn kick(self: &Arc<Self>) {
         let mut g = self.inner.lock().unwrap();
-        g.waiters.retain(|(_, w)| !w.is_closed());
         if g.connecting < g.waiters.len() && self.try_open(&mut g, 0) {
             drop(g);
             self.spawn_connect();
@@ -489,20 +508,30 @@ impl Pool {
         self.hand_over(&mut g, server);
     }
 
-    /// The first live waiter gets the server; else it goes idle.
-    fn hand_over(&self, g: &mut Inner, mut server: ServerConn) {
-        while let Some((_, w)) = g.waiters.pop_front() {
-            g.active += 1;
-            match w.send(Ok(server)) {
-                Ok(()) => return,
-                Err(Ok(s)) => {
-                    g.active -= 1;
-                    server = s;
-                }
-                Err(Err(_)) => unreachable!("only Ok is sent here"),
+    /// The first waiter gets the server; else it goes idle.
+    fn hand_over(&self, g: &mut Inner, server: ServerConn) {
+        match g.waiters.pop_front() {
+            Some((_, w)) => {
+                g.active += 1;
+                w.deliver(Ok(server));
             }
+            None => g.idle.push(server),
         }
-        g.idle.push(server);
+    }
+
+    /// A queued checkout was given up (its future dropped): leave the queue, or pass on a
+    /// server that was delivered but never taken. Under the pool lock, so no hand-over can
+    /// slip between the check and the removal.
+    fn withdraw(&self, slot: &Arc<HandOff>) {
+        let mut g = self.inner.lock().unwrap();
+        let (queued, delivered) = slot.withdraw();
+        if queued {
+            g.waiters.retain(|(_, w)| !Arc::ptr_eq(w, slot));
+        }
+        if let Some(Ok(server)) = delivered {
+            g.active -= 1;
+            self.hand_over(&mut g, server);
+        }
     }
 
     /// Add an already logged-in server to the pool as idle (warm-up, benchmarks).
@@ -553,7 +582,6 @@ impl Pool {
                     None => i += 1,
                 }
             }
-            g.waiters.retain(|(_, w)| !w.is_closed());
             // query_wait_timeout, checked here every 1/3 s as PgBouncer's janitor does
             let wait_to = settings.query_wait_timeout;
             while !wait_to.is_zero()
@@ -562,7 +590,7 @@ impl Pool {
                     .is_some_and(|(t, _)| now.duration_since(*t) >= wait_to)
             {
                 if let Some((_, w)) = g.waiters.pop_front() {
-                    let _ = w.send(Err(None));
+                    w.deliver(Err(None));
                 }
             }
             let oldest_wait = g.waiters.front().map(|(t, _)| now.duration_since(*t));

@@ -98,13 +98,12 @@ impl Pool {
             active: g.active,
             idle: g.idle.len(),
             total: g.total,
-            waiting: g.waiters.iter().filter(|(_, w)| !w.is_closed()).count(),
+            waiting: g.waiters.len(),
             connecting: g.connecting,
             stale: g.stale,
             max_wait: g
                 .waiters
-                .iter()
-                .find(|(_, w)| !w.is_closed())
+                .front()
                 .map(|(t, _)| t.elapsed())
                 .unwrap_or_default(),
         }

@@ -106,7 +106,7 @@ impl Relay<'_> {
     async fn checkout_with_notice(&mut self) -> Result<ServerConn, ClientError> {
         // field borrows, no Arc clones: this runs once per transaction
         let t = self.timers.as_deref();
-        let fut = self.pool.checkout();
+        let fut = self.pool.checkout_via(Some(&self.handoff));
         tokio::pin!(fut);
         if let Some(t) = t
             && t.wait_notice.load(Relaxed) != 0
