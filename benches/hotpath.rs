@@ -9,7 +9,7 @@ use pgmux::server::stream::Stream;
 use pgmux::server::{ServerAddr, ServerConn, ServerState, ServerTarget};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut v = vec![tag];
@@ -116,7 +116,7 @@ fn pool(c: &mut Criterion) {
         for _ in 0..50 {
             let (a, b) = tokio::net::UnixStream::pair().unwrap();
             peers.push(b);
-            let now = Instant::now();
+            let now = pgmux::clock::now_us();
             pool.adopt_idle(ServerConn::from(ServerState {
                 id: ServerState::new_id(),
                 stream: Stream::Unix(a),

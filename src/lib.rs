@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cancel;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod dev;
 pub mod devcmd;

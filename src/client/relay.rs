@@ -11,7 +11,7 @@ mod scan;
 
 use super::{ClientConn, ClientError};
 use crate::cancel::CancelSlot;
-use crate::client::timers::{self, ClientTimers, Limits, now_ms};
+use crate::client::timers::{self, ClientTimers, Limits};
 use crate::params::ParamSet;
 use crate::pool::{CheckoutError, Mode, Pool};
 use crate::protocol::scan::Scanner;
@@ -88,7 +88,8 @@ pub struct Relay<'a> {
     check_delay: std::time::Duration,
     disable_pqexec: bool,
     started: Instant,
-    xact_start: Option<Instant>,
+    /// When the transaction got its server (µs of `crate::clock`, as every `*_start` here).
+    xact_start: Option<u64>,
     bytes_in: u64,
     bytes_out: u64,
     queries: u64,
@@ -96,7 +97,7 @@ pub struct Relay<'a> {
     parses: u64,
     binds: u64,
     /// When the oldest unanswered query (Query, Sync, FunctionCall) was received.
-    query_start: Option<Instant>,
+    query_start: Option<u64>,
     /// Parse messages sent to servers (differs from `parses` when statements are tracked).
     server_parses: u64,
     /// Named prepared statements tracked per client (transaction/statement mode with
@@ -114,7 +115,7 @@ pub struct Relay<'a> {
     trim_next: bool,
     /// The clock read once per I/O event (`tick`), used by every timestamp taken while
     /// handling it.
-    now: Instant,
+    now_us: u64,
     now_ms: u64,
 }
 
@@ -195,16 +196,16 @@ impl<'a> Relay<'a> {
             ps_stalled: false,
             copy: CopyTrack::default(),
             trim_next: true,
-            now: Instant::now(),
-            now_ms: now_ms(),
+            now_us: crate::clock::now_us(),
+            now_ms: crate::clock::now_ms(),
         }
     }
 
     /// Read the clock (once per I/O event).
     #[inline]
     pub(super) fn tick(&mut self) {
-        self.now = Instant::now();
-        self.now_ms = timers::ms_at(self.now);
+        self.now_us = crate::clock::now_us();
+        self.now_ms = self.now_us / 1000;
     }
 
     pub fn conn_prefix(&self) -> String {

@@ -2,30 +2,15 @@
 //! idle_transaction_timeout, transaction_timeout, client_idle_timeout. The hot path only stores
 //! timestamps in atomics; no per-connection timer is armed.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 
 /// An idle client frees its relay buffers after this long without a transaction (active
 /// clients keep them: no allocation per transaction).
 pub const TRIM_AFTER_MS: u64 = 2000;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-fn epoch() -> Instant {
-    static E: OnceLock<Instant> = OnceLock::new();
-    *E.get_or_init(Instant::now)
-}
-
-/// Milliseconds since the process's time origin (never 0 after start, so 0 can mean "unset").
-#[inline]
-pub fn now_ms() -> u64 {
-    ms_at(Instant::now())
-}
-
-/// `now_ms` for a clock reading already taken.
-#[inline]
-pub fn ms_at(t: Instant) -> u64 {
-    t.saturating_duration_since(epoch()).as_millis() as u64 + 1
-}
+/// Milliseconds of the monotonic clock (never 0, so 0 can mean "unset").
+pub use crate::clock::now_ms;
 
 pub const IDLE: u8 = 0;
 pub const WAITING: u8 = 1;
@@ -268,9 +253,13 @@ impl ClientTimers {
         self.poll_cond(cx, |t| t.trim.load(Relaxed))
     }
 
-    /// Resolves when the janitor finds the client queued longer than query_wait_notify.
-    pub fn wait_notice_due(&self) -> impl std::future::Future<Output = ()> + '_ {
-        self.wait_for(|t| t.wait_notice.load(Relaxed) == 1)
+    /// Ready when the client was ended or the janitor found it queued longer than
+    /// query_wait_notify (`wait_notice` is 1); the caller tells which.
+    #[inline]
+    pub fn poll_killed_or_notice(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.poll_cond(cx, |t| {
+            t.killed() != Kill::None || t.wait_notice.load(Relaxed) == 1
+        })
     }
 
     /// True (once) when the janitor asked for the buffers to be freed.

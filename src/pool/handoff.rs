@@ -114,7 +114,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
     use std::task::{Context, Poll, Waker};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     /// A pool of `size` with `idle` adopted servers (socket pairs; the peers are returned).
     fn pool(size: usize, idle: usize) -> (Arc<Pool>, Vec<tokio::net::UnixStream>) {
@@ -163,7 +163,7 @@ mod tests {
         for _ in 0..idle {
             let (a, b) = tokio::net::UnixStream::pair().unwrap();
             peers.push(b);
-            let now = Instant::now();
+            let now = crate::clock::now_us();
             p.adopt_idle(ServerConn::from(ServerState {
                 id: ServerState::new_id(),
                 stream: Stream::Unix(a),
@@ -196,8 +196,8 @@ mod tests {
         let (p, _peers) = pool(1, 1);
         let held = p.checkout().await.unwrap();
         let (b_slot, c_slot) = (HandOff::new(), HandOff::new());
-        let mut b = Box::pin(p.checkout_via(Some(&b_slot)));
-        let mut c = Box::pin(p.checkout_via(Some(&c_slot)));
+        let mut b = Box::pin(p.checkout_via(Some(&b_slot), crate::clock::now_us()));
+        let mut c = Box::pin(p.checkout_via(Some(&c_slot), crate::clock::now_us()));
         assert!(poll_once(b.as_mut()).is_pending());
         assert!(poll_once(c.as_mut()).is_pending());
         assert_eq!(counts(&p), (1, 0, 2));
@@ -211,7 +211,10 @@ mod tests {
         p.checkin(s, true);
         assert_eq!(counts(&p), (0, 1, 0));
         // the slot given up earlier is reusable
-        let s = p.checkout_via(Some(&b_slot)).await.unwrap();
+        let s = p
+            .checkout_via(Some(&b_slot), crate::clock::now_us())
+            .await
+            .unwrap();
         p.checkin(s, true);
         assert_eq!(counts(&p), (0, 1, 0));
     }
@@ -221,8 +224,8 @@ mod tests {
         let (p, _peers) = pool(1, 1);
         let held = p.checkout().await.unwrap();
         let slots = [HandOff::new(), HandOff::new()];
-        let mut b = Box::pin(p.checkout_via(Some(&slots[0])));
-        let mut c = Box::pin(p.checkout_via(Some(&slots[1])));
+        let mut b = Box::pin(p.checkout_via(Some(&slots[0]), crate::clock::now_us()));
+        let mut c = Box::pin(p.checkout_via(Some(&slots[1]), crate::clock::now_us()));
         assert!(poll_once(b.as_mut()).is_pending());
         assert!(poll_once(c.as_mut()).is_pending());
         p.checkin(held, true); // delivered to b, which never takes it
@@ -234,12 +237,12 @@ mod tests {
         // one slot serves many waits in a row
         let held = p.checkout().await.unwrap();
         for _ in 0..3 {
-            let mut w = Box::pin(p.checkout_via(Some(&slots[0])));
+            let mut w = Box::pin(p.checkout_via(Some(&slots[0]), crate::clock::now_us()));
             assert!(poll_once(w.as_mut()).is_pending());
             drop(w);
         }
         assert_eq!(counts(&p), (1, 0, 0));
-        let mut w = Box::pin(p.checkout_via(Some(&slots[0])));
+        let mut w = Box::pin(p.checkout_via(Some(&slots[0]), crate::clock::now_us()));
         assert!(poll_once(w.as_mut()).is_pending());
         p.checkin(held, true);
         assert!(matches!(poll_once(w.as_mut()), Poll::Ready(Ok(_))));
@@ -258,7 +261,7 @@ mod tests {
                         // give up after a very short wait
                         let r = tokio::time::timeout(
                             Duration::from_micros(50),
-                            p.checkout_via(Some(&slot)),
+                            p.checkout_via(Some(&slot), crate::clock::now_us()),
                         )
                         .await;
                         if let Ok(r) = r {
@@ -266,7 +269,10 @@ mod tests {
                         }
                         continue;
                     }
-                    let s = p.checkout_via(Some(&slot)).await.unwrap();
+                    let s = p
+                        .checkout_via(Some(&slot), crate::clock::now_us())
+                        .await
+                        .unwrap();
                     tokio::task::yield_now().await;
                     p.checkin(s, true);
                 }

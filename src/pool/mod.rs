@@ -69,7 +69,7 @@ struct Inner {
     idle: Vec<ServerConn>,
     /// Waiting clients in arrival order, with when they started waiting. A client that stops
     /// waiting removes its entry (`withdraw`), so every entry is live.
-    waiters: VecDeque<(Instant, Arc<HandOff>)>,
+    waiters: VecDeque<(u64, Arc<HandOff>)>,
     /// Connected plus connecting servers.
     total: usize,
     /// Servers lent to clients.
@@ -244,14 +244,16 @@ impl Pool {
     /// Take a server for a client: an idle one (LIFO), else wait in FIFO order for one that is
     /// released or newly connected, for at most query_wait_timeout.
     pub async fn checkout(self: &Arc<Self>) -> Result<ServerConn, CheckoutError> {
-        self.checkout_via(None).await
+        self.checkout_via(None, crate::clock::now_us()).await
     }
 
     /// `checkout`, waiting (if it has to) on the client's own hand-off slot, so a queued
-    /// transaction allocates nothing; without one a slot is made for this wait.
+    /// transaction allocates nothing; without one a slot is made for this wait. `now_us` is the
+    /// caller's clock reading (`crate::clock`), the start of a wait.
     pub async fn checkout_via(
         self: &Arc<Self>,
         slot: Option<&Arc<HandOff>>,
+        now_us: u64,
     ) -> Result<ServerConn, CheckoutError> {
         let owned: Arc<HandOff>;
         let slot = {
@@ -290,7 +292,7 @@ impl Pool {
                 }
             };
             slot.enqueue();
-            g.waiters.push_back((Instant::now(), slot.clone()));
+            g.waiters.push_back((now_us, slot.clone()));
             let opened = g.connecting < g.waiters.len() && self.try_open(&mut g, 0);
             let capped = !opened && g.total < hot.size;
             drop(g);
@@ -415,11 +417,12 @@ impl Pool {
 
     /// Return a server after a transaction (or session). `reusable` is false when its state is unknown.
     pub fn checkin(self: &Arc<Self>, server: ServerConn, reusable: bool) {
-        self.checkin_at(server, reusable, Instant::now())
+        self.checkin_at(server, reusable, crate::clock::now_us())
     }
 
-    /// `checkin` with the clock already read; one lock when the server goes back.
-    pub fn checkin_at(self: &Arc<Self>, mut server: ServerConn, reusable: bool, now: Instant) {
+    /// `checkin` with the clock already read (µs of `crate::clock`); one lock when the server
+    /// goes back.
+    pub fn checkin_at(self: &Arc<Self>, mut server: ServerConn, reusable: bool, now: u64) {
         let mut g = self.inner.lock().unwrap();
         g.active -= 1;
         let reason = if !reusable {
@@ -442,9 +445,9 @@ impl Pool {
 
     /// PgBouncer's life_over: past server_lifetime (0 = use once), and lifetime closes are spread
     /// out, at most one per server_lifetime / pool_size, so a pool is not reconnected all at once.
-    fn life_over(&self, s: &ServerConn, hot: Hot, now: Instant) -> bool {
+    fn life_over(&self, s: &ServerConn, hot: Hot, now_us: u64) -> bool {
         let life = hot.lifetime;
-        if now.saturating_duration_since(s.created) < life {
+        if now_us.saturating_sub(s.created) < crate::clock::us(life) {
             return false;
         }
         let gap = if hot.size > 0 && hot.size != usize::MAX {
@@ -452,7 +455,7 @@ impl Pool {
         } else {
             Duration::ZERO
         };
-        let now = crate::client::timers::now_ms();
+        let now = now_us / 1000;
         let last = self
             .last_lifetime_close
             .load(std::sync::atomic::Ordering::Relaxed);
@@ -503,7 +506,7 @@ impl Pool {
     }
 
     fn give_back(self: &Arc<Self>, mut server: ServerConn) {
-        server.last_used = Instant::now();
+        server.last_used = crate::clock::now_us();
         let mut g = self.inner.lock().unwrap();
         self.hand_over(&mut g, server);
     }
@@ -558,7 +561,8 @@ impl Pool {
         let settings = self.settings();
         {
             let mut g = self.inner.lock().unwrap();
-            let now = Instant::now();
+            let now = crate::clock::now_us();
+            let us = crate::clock::us;
             let idle_to = settings.server_idle_timeout;
             let life = settings.server_lifetime;
             let mut i = 0;
@@ -570,7 +574,7 @@ impl Pool {
                 } else if !life.is_zero() && self.life_over(s, g.hot, now) {
                     Some("server lifetime over")
                 } else if !idle_to.is_zero()
-                    && now.duration_since(s.last_used) >= idle_to
+                    && now.saturating_sub(s.last_used) >= us(idle_to)
                     && g.total - closing.len() > settings.min_size
                 {
                     Some("server idle timeout")
@@ -587,15 +591,15 @@ impl Pool {
             while !wait_to.is_zero()
                 && g.waiters
                     .front()
-                    .is_some_and(|(t, _)| now.duration_since(*t) >= wait_to)
+                    .is_some_and(|(t, _)| now.saturating_sub(*t) >= us(wait_to))
             {
                 if let Some((_, w)) = g.waiters.pop_front() {
                     w.deliver(Err(None));
                 }
             }
-            let oldest_wait = g.waiters.front().map(|(t, _)| now.duration_since(*t));
+            let oldest_wait = g.waiters.front().map(|(t, _)| now.saturating_sub(*t));
             if settings.reserve_size > 0
-                && oldest_wait.is_some_and(|w| w >= settings.reserve_timeout)
+                && oldest_wait.is_some_and(|w| w >= us(settings.reserve_timeout))
                 && g.connecting < g.waiters.len()
                 && g.total >= settings.size
                 && self.try_open(&mut g, settings.reserve_size)

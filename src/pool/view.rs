@@ -104,7 +104,9 @@ impl Pool {
             max_wait: g
                 .waiters
                 .front()
-                .map(|(t, _)| t.elapsed())
+                .map(|(t, _)| {
+                    std::time::Duration::from_micros(crate::clock::now_us().saturating_sub(*t))
+                })
                 .unwrap_or_default(),
         }
     }

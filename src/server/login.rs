@@ -8,7 +8,6 @@ use crate::protocol::startup::read_message;
 use crate::protocol::{backend, be_u32, frontend, parse_error_fields, take_cstr};
 use bytes::BytesMut;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
 
@@ -279,7 +278,7 @@ async fn connect_inner(
             set.set(i, v);
         }
     }
-    let now = Instant::now();
+    let now = crate::clock::now_us();
     let mut conn: ServerConn = crate::server::ServerState {
         id: crate::server::ServerState::new_id(),
         stream,

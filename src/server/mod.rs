@@ -8,7 +8,7 @@ pub mod stream;
 use crate::params::ParamSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use stream::Stream;
 use thiserror::Error;
 
@@ -118,8 +118,9 @@ pub struct ServerState {
     pub key: (u32, u32),
     /// Current values of the tracked parameters on this server.
     pub params: ParamSet,
-    pub created: Instant,
-    pub last_used: Instant,
+    /// When it was opened and last returned to the pool (µs of `crate::clock`).
+    pub created: u64,
+    pub last_used: u64,
     /// The pool's reconnect epoch when this connection was opened (RECONNECT, changed host).
     pub epoch: u64,
     /// Named statements prepared on this server by pgmux (max_prepared_statements).
@@ -135,7 +136,7 @@ impl ServerState {
     }
 
     pub fn age(&self) -> Duration {
-        self.created.elapsed()
+        Duration::from_micros(crate::clock::now_us().saturating_sub(self.created))
     }
 
     /// True when an idle connection is still usable: no EOF and no unexpected bytes

@@ -6,13 +6,15 @@ use crate::client::timers;
 use crate::server::ServerConn;
 use crate::server::login::run_simple;
 use bytes::BytesMut;
+use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
+use std::task::Poll;
 
 impl Relay<'_> {
     /// Take a server for the next transaction and bring its tracked parameters in line.
     pub(super) async fn acquire(&mut self) -> Result<(), ClientError> {
         // the clock was read when the request arrived
-        let wait_start = self.now;
+        let wait_start = self.now_us;
         if let Some(t) = &self.timers {
             t.wait_start.store(self.now_ms, Relaxed);
             t.state.store(timers::WAITING, Relaxed);
@@ -44,7 +46,8 @@ impl Relay<'_> {
             self.tick();
             // server_check_delay / server_check_query: test a server that sat idle too long
             if let Some(q) = &self.check_query
-                && self.now.saturating_duration_since(server.last_used) >= self.check_delay
+                && self.now_us.saturating_sub(server.last_used)
+                    >= crate::clock::us(self.check_delay)
                 && run_simple(&mut server, q, &self.shared.tracked)
                     .await
                     .is_err()
@@ -76,7 +79,7 @@ impl Relay<'_> {
                 }
             }
             let stats = self.pool.stats.local();
-            let waited = self.now.saturating_duration_since(wait_start).as_micros() as u64;
+            let waited = self.now_us.saturating_sub(wait_start);
             crate::pool::stats::PoolStats::add(&stats.wait_time_us, waited);
             stats.wait_hist.observe(waited);
             crate::pool::stats::PoolStats::add(&stats.server_assignments, 1);
@@ -91,7 +94,7 @@ impl Relay<'_> {
                 t.state.store(timers::LINKED, Relaxed);
             }
             self.status = b'I';
-            self.xact_start = Some(self.now);
+            self.xact_start = Some(self.now_us);
             // the server's own read buffer serves this transaction
             std::mem::swap(&mut self.s_in, &mut server.rbuf);
             self.server = Some(server);
@@ -102,47 +105,47 @@ impl Relay<'_> {
     /// Checkout; if the client waits longer than query_wait_notify, tell it once with
     /// PgBouncer's NOTICE; end the wait when the janitor ends the client (query_timeout while
     /// queued, admin commands). The janitor watches the wait (query_wait_notify, query_timeout,
-    /// query_wait_timeout): no timer is armed per checkout.
+    /// query_wait_timeout): no timer is armed per checkout, and one hand-written poll (no
+    /// `select!` futures) checks the checkout, then the kill switch and the notice flag.
     async fn checkout_with_notice(&mut self) -> Result<ServerConn, ClientError> {
         // field borrows, no Arc clones: this runs once per transaction
         let t = self.timers.as_deref();
-        let fut = self.pool.checkout_via(Some(&self.handoff));
-        tokio::pin!(fut);
         if let Some(t) = t
             && t.wait_notice.load(Relaxed) != 0
         {
             t.wait_notice.store(0, Relaxed);
         }
+        let mut fut = std::pin::pin!(self.pool.checkout_via(Some(&self.handoff), self.now_us));
         loop {
-            tokio::select! {
-                biased;
-                r = &mut fut => return r.map_err(checkout_error),
-                _ = killed(t) => return Err(killed_error(t)),
-                _ = notice_due(t) => {
-                    if let Some(t) = t {
-                        t.wait_notice.store(2, Relaxed);
-                    }
-                    if self.s_out.is_empty() {
-                        let mut b = BytesMut::new();
-                        crate::protocol::backend::notice_response(
-                            &mut b,
-                            "NOTICE",
-                            "00000",
-                            "No server connection available in postgres backend, client being queued",
-                        );
-                        let _ = self.conn.write_all(&b).await;
-                    }
+            let r = std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+                    return Poll::Ready(Some(r));
                 }
+                match t {
+                    Some(t) => t.poll_killed_or_notice(cx).map(|()| None),
+                    None => Poll::Pending,
+                }
+            })
+            .await;
+            if let Some(r) = r {
+                return r.map_err(checkout_error);
+            }
+            let Some(t) = t else { continue };
+            if t.killed() != timers::Kill::None {
+                return Err(killed_error(Some(t)));
+            }
+            t.wait_notice.store(2, Relaxed);
+            if self.s_out.is_empty() {
+                let mut b = BytesMut::new();
+                crate::protocol::backend::notice_response(
+                    &mut b,
+                    "NOTICE",
+                    "00000",
+                    "No server connection available in postgres backend, client being queued",
+                );
+                let _ = self.conn.write_all(&b).await;
             }
         }
-    }
-}
-
-/// Resolves when the janitor finds the client queued past query_wait_notify; never without timers.
-async fn notice_due(t: Option<&crate::client::timers::ClientTimers>) {
-    match t {
-        Some(t) => t.wait_notice_due().await,
-        None => std::future::pending().await,
     }
 }
 

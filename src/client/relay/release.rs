@@ -20,7 +20,7 @@ impl Relay<'_> {
                 t.state.store(timers::IDLE, Relaxed);
             }
             self.flush_stats();
-            self.pool.checkin_at(server, true, self.now);
+            self.pool.checkin_at(server, true, self.now_us);
         }
     }
 
@@ -45,7 +45,7 @@ impl Relay<'_> {
         );
         P::add(&s.binds, std::mem::take(&mut self.binds));
         if let Some(t) = self.xact_start.take() {
-            let us = self.now.saturating_duration_since(t).as_micros() as u64;
+            let us = self.now_us.saturating_sub(t);
             P::add(&s.xact_time_us, us);
             s.xact_hist.observe(us);
         }

@@ -118,7 +118,7 @@ impl Relay<'_> {
     #[inline]
     fn mark_query(&mut self) {
         if self.query_start.is_none() {
-            self.query_start = Some(self.now);
+            self.query_start = Some(self.now_us);
         }
         if let Some(t) = &self.timers
             && t.query_start.load(Relaxed) == 0
@@ -150,11 +150,11 @@ impl Relay<'_> {
                 self.pending = self.pending.saturating_sub(1);
                 self.queries += 1;
                 if let Some(t) = self.query_start.take() {
-                    let us = self.now.saturating_duration_since(t).as_micros() as u64;
+                    let us = self.now_us.saturating_sub(t);
                     self.query_time_us += us;
                     self.pool.stats.local().query_hist.observe(us);
                     if self.pending > 0 {
-                        self.query_start = Some(self.now);
+                        self.query_start = Some(self.now_us);
                     }
                 }
                 if self.status == b'T' && self.mode == Mode::Statement {
