@@ -98,6 +98,7 @@ fn pool(c: &mut Criterion) {
             round_robin: false,
             reset_query: None,
             reserve_size: 0,
+            connect_concurrency: 1,
             reserve_timeout: Duration::from_secs(5),
             login_retry: Duration::from_secs(15),
         };

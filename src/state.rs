@@ -32,6 +32,9 @@ pub struct Shared {
     pub shutdown: Notify,
     /// Cached ad-hoc SCRAM secrets derived from plaintext userlist passwords: user → (password, secret).
     pub adhoc_scram: DashMap<String, (String, crate::auth::ScramSecret)>,
+    /// One derivation at a time per stripe of users: a burst of first logins runs PBKDF2 once,
+    /// not once per client.
+    pub adhoc_gate: [tokio::sync::Mutex<()>; 8],
     /// auth_query results, when `auth_query_cache_ttl` is set: (auth database, user) → outcome.
     pub auth_cache:
         crate::auth::cache::LookupCache<(String, String), crate::client::lookup::CachedLookup>,
@@ -108,6 +111,7 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             shutdown: Notify::new(),
             adhoc_scram: DashMap::new(),
+            adhoc_gate: Default::default(),
             auth_cache: crate::auth::cache::LookupCache::new(10_000),
             timers: DashMap::new(),
             mock_seed: {
@@ -268,6 +272,10 @@ impl Shared {
                 .unwrap_or(g.reserve_pool_size) as usize,
             reserve_timeout: g.reserve_pool_timeout,
             login_retry: g.server_login_retry,
+            connect_concurrency: match g.server_connect_concurrency {
+                0 => usize::MAX,
+                n => n as usize,
+            },
         };
         (target, settings)
     }

@@ -483,3 +483,78 @@ async fn client_login_timeout_covers_the_auth_exchange() {
     );
     assert!(t.elapsed() < Duration::from_millis(2500));
 }
+
+/// Counts TCP connections a server that never answers accepts (they stay open until `stop`).
+fn silent_server() -> (
+    u16,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    hole.set_nonblocking(true).unwrap();
+    let port = hole.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let (a, s) = (accepted.clone(), stop.clone());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while !s.load(Ordering::Relaxed) {
+            match hole.accept() {
+                Ok((sock, _)) => {
+                    held.push(sock);
+                    a.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    (port, accepted, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_connects_in_flight_per_pool_are_capped() {
+    // PgBouncer opens one server connection per pool at a time; so does pgmux by default
+    // (server_connect_concurrency = 1), and more at once when configured (0 = no limit)
+    let (pg, seed) = postgres(50);
+    for (setting, expected) in [
+        ("", 1usize),
+        ("server_connect_concurrency = 3", 3),
+        ("server_connect_concurrency = 0", 8),
+    ] {
+        let (port, accepted, stop) = silent_server();
+        let mux = Pgmux::start(
+            &pg,
+            &format!(
+                "server_connect_timeout = 3\nauth_type = trust\n{setting}\n\
+                 [databases]\nsilent = host=127.0.0.1 port={port} dbname=x"
+            ),
+            &[(&seed.app_user, &seed.app_password)],
+        );
+        // eight clients log in at once: each needs a server (for the welcome parameters)
+        let url = mux.url("silent", &seed.app_user, "x");
+        let clients: Vec<_> = (0..8)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { connect(&url).await.map(|_| ()) })
+            })
+            .collect();
+        let seen = wait_for(
+            || accepted.load(std::sync::atomic::Ordering::SeqCst) >= expected,
+            2,
+        )
+        .await;
+        // give a wrongly uncapped pool time to open more before counting
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let n = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            seen && n == expected,
+            "{setting:?}: {n} connects in flight, expected {expected}"
+        );
+        for c in clients {
+            let e = c.await.unwrap().unwrap_err();
+            assert_eq!(db_error(&e), ("08P01".into(), "connect timeout".into()));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -326,10 +326,25 @@ async fn adhoc_secret(
     password: String,
     iterations: u32,
 ) -> ScramSecret {
-    if let Some(e) = shared.adhoc_scram.get(user)
-        && e.0 == password
-    {
-        return e.1.clone();
+    let cached = || {
+        shared
+            .adhoc_scram
+            .get(user)
+            .filter(|e| e.0 == password)
+            .map(|e| e.1.clone())
+    };
+    if let Some(s) = cached() {
+        return s;
+    }
+    // clients that missed together wait for the first one's derivation instead of each running it
+    let stripe = user
+        .bytes()
+        .fold(0usize, |h, b| h.wrapping_mul(31) ^ b as usize);
+    let _gate = shared.adhoc_gate[stripe % shared.adhoc_gate.len()]
+        .lock()
+        .await;
+    if let Some(s) = cached() {
+        return s;
     }
     let pw = password.clone();
     let secret = tokio::task::spawn_blocking(move || {

@@ -143,6 +143,8 @@ pub const SETTINGS: &[Setting] = &[
     s("scram_iterations", "4096", Int, true, true),
     s("server_check_delay", "30", Time, true, true),
     s("server_check_query", "<empty>", Str, true, true),
+    // pgmux extension: connects in flight per pool; 1 = PgBouncer's one at a time, 0 = no limit
+    s("server_connect_concurrency", "1", Int, true, true),
     s("server_connect_timeout", "15", Time, true, true),
     s("server_fast_close", "0", Int, false, true),
     s("server_idle_timeout", "600", Time, true, true),

@@ -146,6 +146,7 @@ mod tests {
             reserve_size: 0,
             reserve_timeout: Duration::from_secs(5),
             login_retry: Duration::from_secs(15),
+            connect_concurrency: 1,
         };
         let tracked = Arc::new(Tracked::new(&[]));
         let group = crate::pool::group::ConnGroup::new(0);

@@ -45,6 +45,8 @@ pub struct PoolSettings {
     pub reserve_timeout: Duration,
     /// server_login_retry: after a failed login, new clients fail fast for this long.
     pub login_retry: Duration,
+    /// server_connect_concurrency: connects in flight at once (PgBouncer: 1); usize::MAX = no limit.
+    pub connect_concurrency: usize,
 }
 
 /// The ParameterStatus set a new client is greeted with, cached from the pool's first server login.
@@ -82,12 +84,21 @@ struct Inner {
     hot: Hot,
 }
 
+impl Inner {
+    /// A waiting client has no connect of its own in flight and the pool may start another
+    /// (server_connect_concurrency; PgBouncer starts one at a time per pool).
+    fn wants_connect(&self) -> bool {
+        self.connecting < self.waiters.len() && self.connecting < self.hot.connect_concurrency
+    }
+}
+
 #[derive(Debug, Default, Clone, Copy)]
 struct Hot {
     size: usize,
     round_robin: bool,
     lifetime: Duration,
     login_retry: Duration,
+    connect_concurrency: usize,
 }
 
 impl Hot {
@@ -97,6 +108,7 @@ impl Hot {
             round_robin: s.round_robin,
             lifetime: s.server_lifetime,
             login_retry: s.login_retry,
+            connect_concurrency: s.connect_concurrency,
         }
     }
 }
@@ -293,8 +305,10 @@ impl Pool {
             };
             slot.enqueue();
             g.waiters.push_back((now_us, slot.clone()));
-            let opened = g.connecting < g.waiters.len() && self.try_open(&mut g, 0);
-            let capped = !opened && g.total < hot.size;
+            // no new connect (nor eviction for one) while enough are in flight
+            let room = g.wants_connect();
+            let opened = room && self.try_open(&mut g, 0);
+            let capped = room && !opened && g.total < hot.size;
             drop(g);
             if opened {
                 self.spawn_connect();
@@ -395,6 +409,8 @@ impl Pool {
                     } else {
                         pool.give_back(conn);
                     }
+                    // with connects capped, growth goes on one connect at a time
+                    pool.kick();
                 }
                 Err(e) => {
                     tracing::warn!("{}/{}: server login failed: {}", pool.db, pool.user, e);
@@ -493,7 +509,7 @@ impl Pool {
     /// Open a connection for waiting clients if there is room.
     pub fn kick(self: &Arc<Self>) {
         let mut g = self.inner.lock().unwrap();
-        if g.connecting < g.waiters.len() && self.try_open(&mut g, 0) {
+        if g.wants_connect() && self.try_open(&mut g, 0) {
             drop(g);
             self.spawn_connect();
         }
@@ -600,7 +616,7 @@ impl Pool {
             let oldest_wait = g.waiters.front().map(|(t, _)| now.saturating_sub(*t));
             if settings.reserve_size > 0
                 && oldest_wait.is_some_and(|w| w >= us(settings.reserve_timeout))
-                && g.connecting < g.waiters.len()
+                && g.wants_connect()
                 && g.total >= settings.size
                 && self.try_open(&mut g, settings.reserve_size)
             {
@@ -613,6 +629,7 @@ impl Pool {
             }
             if self.clients.load(std::sync::atomic::Ordering::Relaxed) > 0
                 && g.total < settings.min_size
+                && g.connecting < g.hot.connect_concurrency
                 && self.try_open(&mut g, 0)
             {
                 open += 1;
