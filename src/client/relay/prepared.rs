@@ -353,14 +353,19 @@ impl Relay<'_> {
     }
 
     /// Send the synthetic replies at the head of the queue (everything before them is answered).
+    #[inline]
     fn flush_synthetic(&mut self) {
         let head_synthetic = matches!(
             self.ps.as_ref().and_then(|p| p.expect.front()),
             Some(Expect::Synthetic(..))
         );
-        if !head_synthetic || !self.sscan.at_boundary() {
-            return;
+        if head_synthetic && self.sscan.at_boundary() {
+            self.flush_synthetic_now();
         }
+    }
+
+    #[cold]
+    fn flush_synthetic_now(&mut self) {
         let done = self.sscan.take_scanned(&mut self.s_in);
         append(&mut self.s_out, done);
         let ps = self.ps.as_mut().unwrap();
@@ -376,27 +381,24 @@ impl Relay<'_> {
         while let Some(m) = self.next_server_msg(server_need)? {
             self.on_server_msg(&m)?;
             let ps = self.ps.as_mut().unwrap();
-            let head = ps.expect.front().cloned();
+            // the head's kind only (no clone of the statement name it may hold)
+            let head = ps.expect.front().map(std::mem::discriminant);
+            let is = |e: &Expect| head == Some(std::mem::discriminant(e));
             let mut swallow = false;
             match m.tag {
                 b'1' => {
-                    swallow = matches!(head, Some(Expect::SwallowParse(_)));
+                    swallow = is(&Expect::SwallowParse(0));
                     ps.expect.pop_front();
                 }
                 b'3' => {
-                    swallow = matches!(head, Some(Expect::SwallowClose));
+                    swallow = is(&Expect::SwallowClose);
                     ps.expect.pop_front();
                 }
                 b'2' => {
                     ps.expect.pop_front();
                 }
-                b'T' | b'n' => {
-                    if matches!(
-                        head,
-                        Some(Expect::DescribeStatement | Expect::DescribePortal)
-                    ) {
-                        ps.expect.pop_front();
-                    }
+                b'T' | b'n' if is(&Expect::DescribeStatement) || is(&Expect::DescribePortal) => {
+                    ps.expect.pop_front();
                 }
                 b'C' | b'I' | b's' => {
                     if m.tag == b'C' {
@@ -410,14 +412,14 @@ impl Relay<'_> {
                             }
                         }
                     }
-                    if matches!(head, Some(Expect::Execute)) {
+                    if is(&Expect::Execute) {
                         ps.expect.pop_front();
                     }
                 }
                 b'Z' => {
                     ps.expect.pop_front();
                 }
-                b'E' if !matches!(head, Some(Expect::Simple) | None) => {
+                b'E' if !(head.is_none() || is(&Expect::Simple)) => {
                     self.ps_error_skip();
                 }
                 _ => {}
