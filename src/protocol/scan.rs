@@ -65,6 +65,10 @@ impl Scanner {
     #[inline]
     pub fn take_scanned(&mut self, buf: &mut BytesMut) -> BytesMut {
         let n = std::mem::take(&mut self.scanned);
+        if n == 0 {
+            // no split (a split shares the buffer: two atomic counts for nothing)
+            return BytesMut::new();
+        }
         buf.split_to(n)
     }
 
