@@ -102,6 +102,13 @@ impl ParamSet {
 
     fn repack(&mut self) {
         self.packed.clear();
+        // one allocation, not a growth per value
+        let need: usize = self
+            .vals
+            .iter()
+            .map(|v| v.as_ref().map_or(1, |v| 5 + v.len()))
+            .sum();
+        self.packed.reserve(need);
         for v in &self.vals {
             match v {
                 None => self.packed.push(0),
