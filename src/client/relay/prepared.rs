@@ -53,6 +53,16 @@ impl Relay<'_> {
                     self.need_server = true;
                     return Ok(PsFlow::Wait);
                 }
+                // the unnamed statement and portals need no rewrite and never wait: the message
+                // stays where it is in the read buffer and goes out with its neighbours
+                if let Some(expect) = self.unnamed_expect(m)? {
+                    if m.tag == b'P' {
+                        self.server_parses += 1;
+                    }
+                    self.push(expect);
+                    self.flush_synthetic();
+                    return Ok(PsFlow::Continue);
+                }
                 if self.must_wait_for_parse(m) {
                     self.cscan.rewind(m.start);
                     return Ok(PsFlow::Wait);
@@ -176,18 +186,9 @@ impl Relay<'_> {
         Ok(true)
     }
 
-    /// Rewrite a Parse, Bind, Describe or Close for the linked server into `c_out`.
+    /// Rewrite a Parse, Bind, Describe or Close naming a prepared statement for the linked
+    /// server into `c_out`.
     fn ps_rewrite(&mut self, m: &Msg) -> Result<(), ClientError> {
-        // the unnamed statement and portals need no rewrite: the message stays where it is in
-        // the read buffer and goes out with its neighbours (no copy)
-        if let Some(expect) = self.unnamed_expect(m)? {
-            if m.tag == b'P' {
-                self.server_parses += 1;
-            }
-            self.push(expect);
-            self.flush_synthetic();
-            return Ok(());
-        }
         // everything before this message goes out as it is
         let mut head = self.cscan.take_scanned(&mut self.conn.rbuf);
         let msg = head.split_off(m.start);
@@ -312,6 +313,7 @@ impl Relay<'_> {
         })
     }
 
+    #[inline]
     fn push(&mut self, e: Expect) {
         self.ps.as_mut().unwrap().expect.push_back(e);
     }

@@ -140,7 +140,16 @@ impl Relay<'_> {
     }
 
     /// Bookkeeping for one server message: ReadyForQuery, tracked ParameterStatus, COPY-in start.
+    /// Most messages (rows, completions) need none and return here without a call.
+    #[inline(always)]
     pub(super) fn on_server_msg(&mut self, m: &Msg) -> Result<(), ClientError> {
+        match m.tag {
+            b'Z' | b'S' | b'G' | b'W' | b'E' | b'N' => self.on_server_msg_slow(m),
+            _ => Ok(()),
+        }
+    }
+
+    fn on_server_msg_slow(&mut self, m: &Msg) -> Result<(), ClientError> {
         match m.tag {
             b'E' | b'N' if self.pending == 0 => self.server_dirty = true,
             b'Z' => {
