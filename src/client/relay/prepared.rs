@@ -187,7 +187,7 @@ impl Relay<'_> {
     }
 
     /// Rewrite a Parse, Bind, Describe or Close naming a prepared statement for the linked
-    /// server into `c_out`.
+    /// server into `c_out` (`unnamed_expect` has already taken every message naming none).
     fn ps_rewrite(&mut self, m: &Msg) -> Result<(), ClientError> {
         // everything before this message goes out as it is
         let mut head = self.cscan.take_scanned(&mut self.conn.rbuf);
@@ -201,12 +201,8 @@ impl Relay<'_> {
         match m.tag {
             b'P' => {
                 let (name, key) = cstr(body).ok_or_else(bad_packet)?;
+                debug_assert!(!name.is_empty());
                 self.server_parses += 1;
-                if name.is_empty() {
-                    self.c_out.extend_from_slice(&msg);
-                    self.push(Expect::Parse(None, None));
-                    return Ok(());
-                }
                 let st = self.shared.statements.intern(key);
                 let ps = self.ps.as_mut().unwrap();
                 ps.add(name, st.clone()).map_err(ClientError::fatal)?;
@@ -225,55 +221,37 @@ impl Relay<'_> {
             b'B' => {
                 let (portal, rest) = cstr(body).ok_or_else(bad_packet)?;
                 let (stmt, rest) = cstr(rest).ok_or_else(bad_packet)?;
-                if stmt.is_empty() {
-                    self.c_out.extend_from_slice(&msg);
-                } else {
-                    let st = self.statement(stmt)?;
-                    self.ensure_prepared(&st);
-                    let new_len = 4 + m.body_len - stmt.len() + st.name.len();
-                    self.c_out.put_u8(b'B');
-                    self.c_out.put_u32(new_len as u32);
-                    self.c_out.put_slice(portal);
-                    self.c_out.put_u8(0);
-                    self.c_out.put_slice(st.name.as_bytes());
-                    self.c_out.put_u8(0);
-                    // the rest of the held prefix; anything beyond streams through unchanged
-                    self.c_out.put_slice(rest);
-                }
+                let st = self.statement(stmt)?;
+                self.ensure_prepared(&st);
+                let new_len = 4 + m.body_len - stmt.len() + st.name.len();
+                self.c_out.put_u8(b'B');
+                self.c_out.put_u32(new_len as u32);
+                self.c_out.put_slice(portal);
+                self.c_out.put_u8(0);
+                self.c_out.put_slice(st.name.as_bytes());
+                self.c_out.put_u8(0);
+                // the rest of the held prefix; anything beyond streams through unchanged
+                self.c_out.put_slice(rest);
                 self.push(Expect::Bind);
             }
+            // Describe / Close of a named statement ('S'; portals are never rewritten)
             b'D' => {
-                let (&kind, rest) = body.split_first().ok_or_else(bad_packet)?;
-                let (name, _) = cstr(rest).ok_or_else(bad_packet)?;
-                if kind == b'S' && !name.is_empty() {
-                    let st = self.statement(name)?;
-                    self.ensure_prepared(&st);
-                    self.c_out.put_u8(b'D');
-                    self.c_out.put_u32((4 + 1 + st.name.len() + 1) as u32);
-                    self.c_out.put_u8(b'S');
-                    self.c_out.put_slice(st.name.as_bytes());
-                    self.c_out.put_u8(0);
-                } else {
-                    self.c_out.extend_from_slice(&msg);
-                }
-                self.push(if kind == b'S' {
-                    Expect::DescribeStatement
-                } else {
-                    Expect::DescribePortal
-                });
+                let (name, _) = cstr(&body[1..]).ok_or_else(bad_packet)?;
+                let st = self.statement(name)?;
+                self.ensure_prepared(&st);
+                self.c_out.put_u8(b'D');
+                self.c_out.put_u32((4 + 1 + st.name.len() + 1) as u32);
+                self.c_out.put_u8(b'S');
+                self.c_out.put_slice(st.name.as_bytes());
+                self.c_out.put_u8(0);
+                self.push(Expect::DescribeStatement);
             }
             b'C' => {
-                let (&kind, rest) = body.split_first().ok_or_else(bad_packet)?;
-                let (name, _) = cstr(rest).ok_or_else(bad_packet)?;
-                if kind == b'S' && !name.is_empty() {
-                    // only the client's mapping goes; the server keeps it for others
-                    self.ps.as_mut().unwrap().remove(name);
-                    self.count_statements();
-                    self.push(Expect::Synthetic(b'3', None));
-                } else {
-                    self.c_out.extend_from_slice(&msg);
-                    self.push(Expect::Close);
-                }
+                let (name, _) = cstr(&body[1..]).ok_or_else(bad_packet)?;
+                // only the client's mapping goes; the server keeps it for others
+                self.ps.as_mut().unwrap().remove(name);
+                self.count_statements();
+                self.push(Expect::Synthetic(b'3', None));
             }
             _ => unreachable!("only P, B, D, C are rewritten"),
         }
