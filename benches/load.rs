@@ -379,6 +379,9 @@ impl Drop for Kill {
     }
 }
 
+/// PostgreSQL's max_connections for the run: 2000 direct clients in the sweep, plus the poolers'.
+pub const MAX_CONNECTIONS: u32 = 2200;
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("load benchmark: run it with `cargo bench --bench load`");
@@ -391,7 +394,8 @@ fn main() {
 
     eprintln!("starting PostgreSQL ...");
     let pg = TempPostgres::start(&PgOptions {
-        max_connections: 600,
+        // the sweep runs 2000 clients straight to PostgreSQL as well; the poolers hold 50 + a few
+        max_connections: MAX_CONNECTIONS,
         extra_conf: vec![],
     })
     .expect("start PostgreSQL");

@@ -277,46 +277,60 @@ pub fn chart(path: &std::path::Path, series: &[Series]) -> Result<(), String> {
         .max()
         .unwrap_or(2000) as f64;
     let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
-    for (area, title, pick) in [
-        (&left, "TPS (pgbench -S, simple)", 1usize),
-        (&right, "p99 latency, ms", 2usize),
-    ] {
-        let y_max = series
+    let y_max = |pick: usize| {
+        series
             .iter()
             .flat_map(|s| s.1.iter().map(|p| if pick == 1 { p.1 } else { p.2 }))
             .fold(1.0f64, f64::max)
-            * 1.1;
-        let mut c = ChartBuilder::on(area)
-            .caption(title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0f64..max_clients * 1.05, 0f64..y_max)
-            .map_err(|e| e.to_string())?;
-        c.configure_mesh()
-            .x_desc("clients")
-            .draw()
-            .map_err(|e| e.to_string())?;
-        for (i, (name, pts)) in series.iter().enumerate() {
-            let color = colors[i % colors.len()];
-            let data: Vec<(f64, f64)> = pts
-                .iter()
-                .map(|p| (p.0 as f64, if pick == 1 { p.1 } else { p.2 }))
-                .collect();
-            c.draw_series(LineSeries::new(data.clone(), color.stroke_width(2)))
-                .map_err(|e| e.to_string())?
-                .label(name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
-            c.draw_series(data.iter().map(|&p| Circle::new(p, 3, color.filled())))
+    };
+    // clients on a log axis (50 .. 2000); p99 on a log axis too: direct connections' p99 at
+    // 2000 clients is seconds where the poolers' is a few hundred ms
+    let x_range = || (max_clients / 60.0..max_clients * 1.25).log_scale();
+    macro_rules! panel {
+        ($area:expr, $title:expr, $pick:expr, $y:expr) => {{
+            let mut c = ChartBuilder::on($area)
+                .caption($title, ("sans-serif", 18))
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(56)
+                .build_cartesian_2d(x_range(), $y)
                 .map_err(|e| e.to_string())?;
-        }
-        c.configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(|e| e.to_string())?;
+            c.configure_mesh()
+                .x_desc("clients")
+                .x_labels(8)
+                .x_label_formatter(&|v| format!("{v:.0}"))
+                .y_label_formatter(&|v| format!("{v:.0}"))
+                .light_line_style(WHITE)
+                .draw()
+                .map_err(|e| e.to_string())?;
+            for (i, (name, pts)) in series.iter().enumerate() {
+                let color = colors[i % colors.len()];
+                let data: Vec<(f64, f64)> = pts
+                    .iter()
+                    .map(|p| (p.0 as f64, if $pick == 1 { p.1 } else { p.2 }))
+                    .collect();
+                c.draw_series(LineSeries::new(data.clone(), color.stroke_width(2)))
+                    .map_err(|e| e.to_string())?
+                    .label(name.as_str())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+                c.draw_series(data.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                    .map_err(|e| e.to_string())?;
+            }
+            c.configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::LowerLeft)
+                .draw()
+                .map_err(|e| e.to_string())?;
+        }};
     }
+    panel!(&left, "TPS (pgbench -S, simple)", 1, 0f64..y_max(1) * 1.1);
+    panel!(
+        &right,
+        "p99 latency, ms (log scale)",
+        2,
+        (1f64..y_max(2) * 1.5).log_scale()
+    );
     root.present().map_err(|e| e.to_string())
 }
 
@@ -454,8 +468,8 @@ pub fn run(ctx: &super::Ctx, guard: &mut super::Kill, targets: &[super::Target])
         for t in &sweep_targets {
             let mut pts = Vec::new();
             for &c in counts {
-                if t.name == "PostgreSQL direct" && c > 200 {
-                    continue; // max_connections = 600, and the poolers hold some
+                if t.name == "PostgreSQL direct" && c + 200 > super::MAX_CONNECTIONS {
+                    continue; // the poolers hold some of PostgreSQL's connections
                 }
                 let tc = super::Target {
                     name: t.name,
