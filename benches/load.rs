@@ -379,8 +379,9 @@ impl Drop for Kill {
     }
 }
 
-/// PostgreSQL's max_connections for the run: 2000 direct clients in the sweep, plus the poolers'.
-pub const MAX_CONNECTIONS: u32 = 2200;
+/// PostgreSQL's max_connections for the run: 2000 direct clients in the sweep, plus the servers
+/// the poolers of the run still hold (50 each, up to 6 of them with LOAD_PROCS=1 LOAD_EXTRA=1).
+pub const MAX_CONNECTIONS: u32 = 2600;
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {

@@ -468,7 +468,7 @@ pub fn run(ctx: &super::Ctx, guard: &mut super::Kill, targets: &[super::Target])
         for t in &sweep_targets {
             let mut pts = Vec::new();
             for &c in counts {
-                if t.name == "PostgreSQL direct" && c + 200 > super::MAX_CONNECTIONS {
+                if t.name == "PostgreSQL direct" && c + 500 > super::MAX_CONNECTIONS {
                     continue; // the poolers hold some of PostgreSQL's connections
                 }
                 let tc = super::Target {
