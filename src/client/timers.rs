@@ -128,34 +128,31 @@ pub struct ClientMeta {
 }
 
 /// One logged-in client as the janitor and the admin console see it: timestamps, state, kill switch.
-///
-/// Laid out for the transaction path: the timestamps the relay stores on every checkout and
-/// release fill the first cache line, the state bytes and the waker the second; the
-/// descriptive fields (read by SHOW CLIENTS) come after. Declared order is kept (`repr(C)`),
-/// and the struct starts a cache line (callgrind at 1000 clients: these stores hit 4 lines
-/// per transaction before, 2 now).
 #[derive(Debug)]
-#[repr(C, align(64))]
 pub struct ClientTimers {
+    pub meta: ClientMeta,
+    pub limits: Limits,
     /// The server this client holds now (0: none).
     pub server_id: AtomicU64,
     /// When the client started waiting for a server (0: not waiting).
     pub wait_start: AtomicU64,
     /// Last time the client sent a request.
     pub request_time: AtomicU64,
+    /// Named prepared statements the client holds (SHOW CLIENTS).
+    pub prepared: std::sync::atomic::AtomicUsize,
+    /// Transactions completed on this connection (a shutdown lets a fresh client run its first).
+    pub xacts: AtomicU64,
+    pub state: AtomicU8,
     /// First request of the query in flight (0: none).
     pub query_start: AtomicU64,
     /// When the current server was taken (0: none).
     pub xact_start: AtomicU64,
     /// Last byte from the linked server.
     pub server_activity: AtomicU64,
-    /// When the client last became idle (no server).
-    pub idle_since: AtomicU64,
-    /// Transactions completed on this connection (a shutdown lets a fresh client run its first).
-    pub xacts: AtomicU64,
-    pub state: AtomicU8,
     /// Set when the last ReadyForQuery said 'T' or 'E'.
     pub idle_tx: AtomicU8,
+    /// When the client last became idle (no server).
+    pub idle_since: AtomicU64,
     kill: AtomicU8,
     /// The idle client keeps relay buffers (set by the client, cleared when it frees them).
     pub holds_buffers: AtomicBool,
@@ -163,12 +160,8 @@ pub struct ClientTimers {
     trim: AtomicBool,
     /// query_wait_notify for the current wait: 0 not yet, 1 asked by the janitor, 2 sent.
     pub wait_notice: AtomicU8,
-    /// Named prepared statements the client holds (SHOW CLIENTS).
-    pub prepared: std::sync::atomic::AtomicUsize,
     /// The client's task, woken when `kill` is set (one waiter: the client's own task).
     waker: atomic_waker::AtomicWaker,
-    pub limits: Limits,
-    pub meta: ClientMeta,
 }
 
 impl ClientTimers {
@@ -408,37 +401,5 @@ mod tests {
         t.check(now + TRIM_AFTER_MS + 1);
         assert!(t.take_trim());
         assert!(!t.take_trim());
-    }
-}
-
-#[cfg(test)]
-mod layout_tests {
-    use super::ClientTimers;
-    use std::mem::{align_of, offset_of};
-
-    #[test]
-    fn transaction_fields_share_two_cache_lines() {
-        assert_eq!(align_of::<ClientTimers>(), 64);
-        for off in [
-            offset_of!(ClientTimers, server_id),
-            offset_of!(ClientTimers, wait_start),
-            offset_of!(ClientTimers, request_time),
-            offset_of!(ClientTimers, query_start),
-            offset_of!(ClientTimers, xact_start),
-            offset_of!(ClientTimers, server_activity),
-            offset_of!(ClientTimers, idle_since),
-            offset_of!(ClientTimers, xacts),
-        ] {
-            assert!(off < 64, "timestamp at offset {off}");
-        }
-        for off in [
-            offset_of!(ClientTimers, state),
-            offset_of!(ClientTimers, idle_tx),
-            offset_of!(ClientTimers, kill),
-            offset_of!(ClientTimers, wait_notice),
-            offset_of!(ClientTimers, waker),
-        ] {
-            assert!((64..128).contains(&off), "state field at offset {off}");
-        }
     }
 }
