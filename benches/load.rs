@@ -382,6 +382,8 @@ impl Drop for Kill {
 /// PostgreSQL's max_connections for the run: 2000 direct clients in the sweep, plus the servers
 /// the poolers of the run still hold (50 each, up to 6 of them with LOAD_PROCS=1 LOAD_EXTRA=1).
 pub const MAX_CONNECTIONS: u32 = 2600;
+/// Slots left to the poolers' servers when deciding whether a direct sweep point fits.
+pub const POOLER_SLOTS: u32 = 500;
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -395,7 +397,6 @@ fn main() {
 
     eprintln!("starting PostgreSQL ...");
     let pg = TempPostgres::start(&PgOptions {
-        // the sweep runs 2000 clients straight to PostgreSQL as well; the poolers hold 50 + a few
         max_connections: MAX_CONNECTIONS,
         extra_conf: vec![],
     })

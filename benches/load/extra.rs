@@ -468,8 +468,9 @@ pub fn run(ctx: &super::Ctx, guard: &mut super::Kill, targets: &[super::Target])
         for t in &sweep_targets {
             let mut pts = Vec::new();
             for &c in counts {
-                if t.name == "PostgreSQL direct" && c + 500 > super::MAX_CONNECTIONS {
-                    continue; // the poolers hold some of PostgreSQL's connections
+                if t.name == "PostgreSQL direct" && c + super::POOLER_SLOTS > super::MAX_CONNECTIONS
+                {
+                    continue;
                 }
                 let tc = super::Target {
                     name: t.name,
