@@ -387,3 +387,120 @@ async fn copy_in_through_extended_protocol_releases_the_server() {
         a.query_one("select count(*) from cp", &[]).await.unwrap();
     }
 }
+
+impl Raw {
+    /// Tags and DataRow values (first column) read up to and including `last`.
+    fn collect(&mut self, last: u8) -> (Vec<u8>, Vec<String>) {
+        let (mut tags, mut values) = (Vec::new(), Vec::new());
+        loop {
+            let (t, b) = self.read().expect("message");
+            if t == b'N' || t == b'S' {
+                continue;
+            }
+            if t == b'D' {
+                values.push(String::from_utf8_lossy(&b[6..]).to_string());
+            }
+            tags.push(t);
+            if t == last {
+                return (tags, values);
+            }
+        }
+    }
+}
+
+/// Requests naming no statement are forwarded untracked; the first one naming a statement
+/// starts tracking with the replies still owed queued ahead of it: in an open pipeline segment,
+/// behind complete segments, after a Flush answered part of the segment, after an error the
+/// server skips past, and with a synthetic CloseComplete that must follow an owed reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unnamed_requests_then_named_ones_in_one_pipeline() {
+    let (pg, seed) = postgres(100);
+    let mux = start_with_admin(
+        &pg,
+        &seed,
+        "default_pool_size = 1\nmax_prepared_statements = 2\nauth_type = trust",
+    );
+    let port = mux.port;
+    let user = seed.app_user.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut c = Raw::connect(port, &user);
+        let (h, tags) = (msg(b'H', &[]), |s: &[u8]| s.to_vec());
+        // answered by pgmux: "a" is on no server yet
+        c.send(&[parse("a", "select 11"), sync()]);
+        assert_eq!(c.collect(b'Z').0, tags(b"1Z"));
+        // one open segment: unnamed Parse/Bind/Execute, then "a" (pgmux prepares it first and
+        // swallows that ParseComplete behind the three owed replies)
+        c.send(&[
+            parse("", "select 5"),
+            bind("", &[]),
+            execute(),
+            bind("a", &[]),
+            execute(),
+            sync(),
+        ]);
+        assert_eq!(
+            c.collect(b'Z'),
+            (tags(b"12DC2DCZ"), vec!["5".into(), "11".into()])
+        );
+        // a complete unnamed segment ahead of a named one in the same write (the named one
+        // waits for its ReadyForQuery; "c" is on no server, so its Parse is added and swallowed)
+        c.send(&[parse("c", "select 14"), sync()]);
+        assert_eq!(c.collect(b'Z').0, tags(b"1Z"));
+        c.send(&[
+            parse("", "select 6"),
+            bind("", &[]),
+            execute(),
+            sync(),
+            bind("c", &[]),
+            execute(),
+            sync(),
+        ]);
+        assert_eq!(c.collect(b'Z'), (tags(b"12DCZ"), vec!["6".into()]));
+        assert_eq!(c.collect(b'Z'), (tags(b"2DCZ"), vec!["14".into()]));
+        // a Flush answers part of the segment before the named Parse arrives
+        c.send(&[parse("", "select 7"), bind("", &[]), h.clone()]);
+        assert_eq!(c.collect(b'2').0, tags(b"12"));
+        c.send(&[
+            execute(),
+            parse("b", "select 12"),
+            bind("b", &[]),
+            execute(),
+            sync(),
+        ]);
+        assert_eq!(
+            c.collect(b'Z'),
+            (tags(b"DC12DCZ"), vec!["7".into(), "12".into()])
+        );
+        // an error in the open segment: the server skips the named Bind up to the Sync
+        c.send(&[
+            parse("", "select 1/(random()*0)::int"),
+            bind("", &[]),
+            execute(),
+            h.clone(),
+        ]);
+        assert_eq!(c.collect(b'E').0, tags(b"12E"));
+        c.send(&[bind("a", &[]), execute(), sync()]);
+        assert_eq!(c.collect(b'Z').0, tags(b"Z"));
+        c.send(&[bind("a", &[]), execute(), sync()]);
+        assert_eq!(c.collect(b'Z'), (tags(b"2DCZ"), vec!["11".into()]));
+        // a named Close answered by pgmux after the owed ParseComplete, then the name reused
+        c.send(&[
+            parse("", "select 8"),
+            close_stmt("b"),
+            parse("b", "select 13"),
+            bind("b", &[]),
+            execute(),
+            sync(),
+        ]);
+        assert_eq!(c.collect(b'Z'), (tags(b"1312DCZ"), vec!["13".into()]));
+        // the only server was released: another client gets it
+        let mut d = Raw::connect(port, &user);
+        d.send(&[msg(b'Q', b"select 3\0")]);
+        assert_eq!(d.collect(b'Z'), (tags(b"TDCZ"), vec!["3".into()]));
+        // and the first client still works
+        c.send(&[bind("a", &[]), execute(), sync()]);
+        assert_eq!(c.collect(b'Z'), (tags(b"2DCZ"), vec!["11".into()]));
+    })
+    .await
+    .unwrap();
+}

@@ -116,6 +116,9 @@ pub enum Expect {
     SwallowParse(u64),
     /// A Close pgmux sent to evict a statement: its CloseComplete is swallowed.
     SwallowClose,
+    /// A request sent while nothing was tracked (Parse, Bind, Describe, Close or Execute naming
+    /// no statement), still unanswered when tracking began: its reply is forwarded.
+    Plain,
     Bind,
     DescribeStatement,
     DescribePortal,

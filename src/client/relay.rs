@@ -103,6 +103,8 @@ pub struct Relay<'a> {
     /// Named prepared statements tracked per client (transaction/statement mode with
     /// max_prepared_statements > 0).
     ps: Option<Box<crate::client::prepared::ClientStatements>>,
+    /// Nothing is tracked while the client names no prepared statement (see `Plain`).
+    plain: Plain,
     /// max_prepared_statements: the per-server LRU size.
     ps_cap: usize,
     /// A message that needs a linked server was left unscanned.
@@ -117,6 +119,30 @@ pub struct Relay<'a> {
     /// handling it.
     now_us: u64,
     now_ms: u64,
+}
+
+/// Prepared-statement mode while the reply queue is empty and every request the server still
+/// owes a reply names no prepared statement: nothing is queued or matched, replies are only
+/// counted, until a message naming a statement arrives (then the open segment's unanswered
+/// requests are queued as `Expect::Plain`). Entered again whenever the server is released.
+#[derive(Debug, Default, Clone, Copy)]
+struct Plain {
+    on: bool,
+    /// Requests (Parse, Bind, Describe, Close, Execute) sent since the last Sync or Query.
+    sent: u32,
+    /// Replies to them (ParseComplete ... CommandComplete) since the last ReadyForQuery.
+    replies: u32,
+    /// An ErrorResponse arrived since the last ReadyForQuery.
+    err: bool,
+}
+
+impl Plain {
+    fn on() -> Self {
+        Plain {
+            on: true,
+            ..Default::default()
+        }
+    }
 }
 
 /// Syncs around an extended-protocol COPY FROM STDIN (the server ignores those it receives in
@@ -191,6 +217,7 @@ impl<'a> Relay<'a> {
             server_parses: 0,
             ps: (cfg.general.max_prepared_statements > 0 && mode != Mode::Session)
                 .then(Default::default),
+            plain: Plain::on(),
             ps_cap: cfg.general.max_prepared_statements as usize,
             need_server: false,
             ps_stalled: false,

@@ -2,7 +2,7 @@
 //! server (pooler-wide names, Parse added where the server lacks a statement, synthetic
 //! ParseComplete/CloseComplete) and server replies matched against the queue of expected ones.
 
-use super::{Relay, append};
+use super::{Plain, Relay, append};
 use crate::client::ClientError;
 use crate::client::prepared::{BIND_PREFIX, Expect, Statement, cstr, empty_message};
 use crate::protocol::scan::Msg;
@@ -43,6 +43,12 @@ fn bad_packet() -> ClientError {
 impl Relay<'_> {
     /// Handle one client message in prepared-statement mode.
     pub(super) fn ps_client(&mut self, m: &Msg) -> Result<PsFlow, ClientError> {
+        // in plain mode None means it left plain mode: the message goes the tracked way
+        if self.plain.on
+            && let Some(flow) = self.plain_client(m)?
+        {
+            return Ok(flow);
+        }
         let expect = match m.tag {
             b'P' | b'B' | b'D' | b'C' => {
                 if self.server.is_none() && m.tag == b'P' && self.prepare_locally(m)? {
@@ -78,6 +84,97 @@ impl Relay<'_> {
         };
         self.ps.as_mut().unwrap().expect.push_back(expect);
         Ok(PsFlow::Continue)
+    }
+
+    /// A client message while nothing is tracked (`Plain`): messages naming no prepared
+    /// statement are forwarded and only counted; the first one naming one leaves plain mode
+    /// (None: handle it as tracked) once the replies still owed can be put in the queue, or
+    /// waits until they can.
+    fn plain_client(&mut self, m: &Msg) -> Result<Option<PsFlow>, ClientError> {
+        match m.tag {
+            b'P' | b'B' | b'D' | b'C' => {
+                if self.unnamed_expect(m)?.is_some() {
+                    if m.tag == b'P' {
+                        self.server_parses += 1;
+                    }
+                    self.plain.sent += 1;
+                    return Ok(Some(PsFlow::Continue));
+                }
+            }
+            b'E' => {
+                self.plain.sent += 1;
+                return Ok(Some(PsFlow::Continue));
+            }
+            // a Sync or Query ends what the open segment owes with a ReadyForQuery
+            b'S' | b'Q' | b'F' => {
+                self.plain.sent = 0;
+                return Ok(Some(PsFlow::Continue));
+            }
+            _ => return Ok(Some(PsFlow::Continue)),
+        }
+        // requests ended by a Sync or Query are answered up to their ReadyForQuery without more
+        // input from the client, as is a COPY the client's earlier bytes drive: wait for those
+        if self.pending > 0 || self.copy_in || self.copy.ignoring {
+            self.cscan.rewind(m.start);
+            return Ok(Some(PsFlow::Wait));
+        }
+        if self.ext_open && self.plain.err {
+            // the server reported an error in this segment and skips everything up to the
+            // Sync: this message is never executed, so it goes as it is and nothing is tracked
+            return Ok(Some(PsFlow::Continue));
+        }
+        // the open segment's requests whose replies have not come yet go in the queue first
+        // (without a server: those scanned before this message, sent once one is linked)
+        let owed = if self.ext_open {
+            self.plain.sent.saturating_sub(self.plain.replies)
+        } else {
+            0
+        };
+        self.plain = Plain::default();
+        let ps = self.ps.as_mut().unwrap();
+        debug_assert!(ps.expect.is_empty());
+        for _ in 0..owed {
+            ps.expect.push_back(Expect::Plain);
+        }
+        Ok(None)
+    }
+
+    /// Server bytes while nothing is tracked: replies are forwarded as they come and counted
+    /// for the open segment; DEALLOCATE ALL / DISCARD ALL still clear the statements.
+    pub(super) fn scan_server_plain(&mut self) -> Result<(), ClientError> {
+        while let Some(m) = self.next_server_msg(|t| matches!(t, b'Z' | b'S' | b'C'))? {
+            self.on_server_msg(&m)?;
+            match m.tag {
+                b'1' | b'2' | b'3' | b'T' | b'n' | b'I' | b's' => self.plain.replies += 1,
+                b'C' => {
+                    self.plain.replies += 1;
+                    self.on_command_complete(&m);
+                }
+                b'Z' => {
+                    self.plain.replies = 0;
+                    self.plain.err = false;
+                }
+                b'E' => self.plain.err = true,
+                _ => {}
+            }
+        }
+        let done = self.sscan.take_scanned(&mut self.s_in);
+        append(&mut self.s_out, done);
+        Ok(())
+    }
+
+    /// DEALLOCATE ALL and DISCARD ALL drop every statement of the client and of the server.
+    fn on_command_complete(&mut self, m: &Msg) {
+        let body = &self.s_in[m.body.clone().unwrap()];
+        if body.starts_with(b"DEALLOCATE ALL\0") || body.starts_with(b"DISCARD ALL\0") {
+            if let Some(ps) = self.ps.as_mut() {
+                ps.clear();
+            }
+            if let Some(s) = self.server.as_mut() {
+                s.prepared.clear();
+            }
+            self.count_statements();
+        }
     }
 
     /// A Parse/Bind/Describe that relies on a statement whose Parse went to this server in an
@@ -183,6 +280,8 @@ impl Relay<'_> {
         }
         crate::protocol::backend::ready_for_query(&mut self.s_out, b'I');
         self.count_statements();
+        // nothing is owed and no server is linked: back to untracked
+        self.plain = Plain::on();
         Ok(true)
     }
 
@@ -377,23 +476,19 @@ impl Relay<'_> {
                 b'2' => {
                     ps.expect.pop_front();
                 }
-                b'T' | b'n' if is(&Expect::DescribeStatement) || is(&Expect::DescribePortal) => {
+                b'T' | b'n'
+                    if is(&Expect::DescribeStatement)
+                        || is(&Expect::DescribePortal)
+                        || is(&Expect::Plain) =>
+                {
                     ps.expect.pop_front();
                 }
                 b'C' | b'I' | b's' => {
-                    if m.tag == b'C' {
-                        let body = &self.s_in[m.body.clone().unwrap()];
-                        if body.starts_with(b"DEALLOCATE ALL\0")
-                            || body.starts_with(b"DISCARD ALL\0")
-                        {
-                            ps.clear();
-                            if let Some(s) = self.server.as_mut() {
-                                s.prepared.clear();
-                            }
-                        }
-                    }
-                    if is(&Expect::Execute) {
+                    if is(&Expect::Execute) || is(&Expect::Plain) {
                         ps.expect.pop_front();
+                    }
+                    if m.tag == b'C' {
+                        self.on_command_complete(&m);
                     }
                 }
                 b'Z' => {

@@ -10,6 +10,8 @@ impl Relay<'_> {
     pub(super) fn release(&mut self) {
         if let Some(mut server) = self.server.take() {
             std::mem::swap(&mut self.s_in, &mut server.rbuf);
+            // the reply queue is empty: nothing needs tracking until a statement is named
+            self.plain = super::Plain::on();
             self.slot.unlink();
             if let Some(t) = &self.timers {
                 t.xact_start.store(0, Relaxed);

@@ -104,7 +104,11 @@ impl Relay<'_> {
     /// Walk new server messages: ReadyForQuery, tracked ParameterStatus, COPY-in start.
     pub(super) fn scan_server(&mut self) -> Result<(), ClientError> {
         if self.ps.is_some() {
-            return self.scan_server_ps();
+            return if self.plain.on {
+                self.scan_server_plain()
+            } else {
+                self.scan_server_ps()
+            };
         }
         while let Some(m) = self.next_server_msg(|t| t == b'Z' || t == b'S')? {
             self.on_server_msg(&m)?;
