@@ -2,7 +2,9 @@
 //! idle_transaction_timeout, transaction_timeout, client_idle_timeout. The hot path only stores
 //! timestamps in atomics; no per-connection timer is armed.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::task::Waker;
 
 /// An idle client frees its relay buffers after this long without a transaction (active
 /// clients keep them: no allocation per transaction).
@@ -160,8 +162,21 @@ pub struct ClientTimers {
     trim: AtomicBool,
     /// query_wait_notify for the current wait: 0 not yet, 1 asked by the janitor, 2 sent.
     pub wait_notice: AtomicU8,
-    /// The client's task, woken when `kill` is set (one waiter: the client's own task).
-    waker: atomic_waker::AtomicWaker,
+    /// The client's task, woken when `kill`, `trim` or `wait_notice` is set (one waiter: the
+    /// client's own task). Waking leaves it registered, so a task polled again with the same
+    /// waker does not register again: `registered` names the waker stored here (its data and
+    /// vtable addresses, written under the lock) and the poller compares it without locking.
+    waker: Mutex<Option<Waker>>,
+    registered: [AtomicUsize; 2],
+}
+
+/// A waker's identity: the addresses of its data and vtable (what `Waker::will_wake` compares).
+#[inline]
+fn waker_id(w: &Waker) -> [usize; 2] {
+    [
+        w.data() as usize,
+        w.vtable() as *const std::task::RawWakerVTable as usize,
+    ]
 }
 
 impl ClientTimers {
@@ -188,7 +203,8 @@ impl ClientTimers {
             holds_buffers: AtomicBool::new(false),
             trim: AtomicBool::new(false),
             wait_notice: AtomicU8::new(0),
-            waker: atomic_waker::AtomicWaker::new(),
+            waker: Mutex::new(None),
+            registered: [AtomicUsize::new(0), AtomicUsize::new(0)],
         }
     }
 
@@ -203,7 +219,7 @@ impl ClientTimers {
             .compare_exchange(0, why as u8, Relaxed, Relaxed)
             .is_ok()
         {
-            self.waker.wake();
+            self.wake();
         }
     }
 
@@ -222,7 +238,8 @@ impl ClientTimers {
         std::future::poll_fn(move |cx| self.poll_cond(cx, &cond))
     }
 
-    /// Ready once `cond` holds; otherwise the task is registered to be woken.
+    /// Ready once `cond` holds; otherwise the task is registered to be woken (once: while the
+    /// stored waker is this one, a poll only reads two words and the flags).
     #[inline]
     fn poll_cond(
         &self,
@@ -232,11 +249,33 @@ impl ClientTimers {
         if cond(self) {
             return std::task::Poll::Ready(());
         }
-        self.waker.register(cx.waker());
+        let id = waker_id(cx.waker());
+        if self.registered[0].load(Relaxed) == id[0] && self.registered[1].load(Relaxed) == id[1] {
+            // a flag set before the wake that follows it is seen at the poll that wake causes
+            return std::task::Poll::Pending;
+        }
+        self.register(cx.waker(), id);
+        // a flag set before the registration (its wake found the old waker or none)
         if cond(self) {
             std::task::Poll::Ready(())
         } else {
             std::task::Poll::Pending
+        }
+    }
+
+    #[cold]
+    fn register(&self, w: &Waker, id: [usize; 2]) {
+        let mut g = self.waker.lock().unwrap_or_else(|e| e.into_inner());
+        *g = Some(w.clone());
+        self.registered[0].store(id[0], Relaxed);
+        self.registered[1].store(id[1], Relaxed);
+    }
+
+    /// Wake the client's task (after setting the flag it is to see); it stays registered.
+    fn wake(&self) {
+        let g = self.waker.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = g.as_ref() {
+            w.wake_by_ref();
         }
     }
 
@@ -274,7 +313,7 @@ impl ClientTimers {
             && now.saturating_sub(self.idle_since.load(Relaxed)) > TRIM_AFTER_MS
             && !self.trim.swap(true, Relaxed)
         {
-            self.waker.wake();
+            self.wake();
         }
         if self.kill.load(Relaxed) != 0 || !self.limits.any() {
             return false;
@@ -318,7 +357,7 @@ impl ClientTimers {
                             .compare_exchange(0, 1, Relaxed, Relaxed)
                             .is_ok()
                     {
-                        self.waker.wake();
+                        self.wake();
                     }
                     Kill::None
                 }
@@ -329,7 +368,7 @@ impl ClientTimers {
             return false;
         }
         self.kill.store(reason as u8, Relaxed);
-        self.waker.wake();
+        self.wake();
         true
     }
 }
@@ -337,6 +376,49 @@ impl ClientTimers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::task::Context;
+
+    struct Count(AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+
+    /// The task registers once; every later wake (trim, then kill) still reaches it, and a
+    /// poll with another waker moves the registration to that one.
+    #[test]
+    fn wakes_reach_a_task_registered_once() {
+        let t = ClientTimers::new(Limits::default());
+        let (a, b) = (
+            Arc::new(Count(AtomicUsize::new(0))),
+            Arc::new(Count(AtomicUsize::new(0))),
+        );
+        let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
+        let mut cx = Context::from_waker(&wa);
+        assert!(t.poll_killed(&mut cx).is_pending());
+        assert!(t.poll_trim(&mut cx).is_pending());
+        t.trim.store(true, Relaxed);
+        t.wake();
+        assert_eq!(a.0.load(SeqCst), 1);
+        assert!(t.poll_trim(&mut cx).is_ready());
+        assert!(t.take_trim());
+        // polled again without registering anew: the first wake did not use the registration up
+        assert!(t.poll_killed(&mut cx).is_pending());
+        assert!(t.poll_trim(&mut cx).is_pending());
+        t.kill(Kill::AdminForced);
+        assert_eq!(a.0.load(SeqCst), 2);
+        assert!(t.poll_killed(&mut cx).is_ready());
+        // another waker takes over
+        let t = ClientTimers::new(Limits::default());
+        assert!(t.poll_killed(&mut cx).is_pending());
+        assert!(t.poll_killed(&mut Context::from_waker(&wb)).is_pending());
+        t.kill(Kill::ClientIdle);
+        assert_eq!((a.0.load(SeqCst), b.0.load(SeqCst)), (2, 1));
+    }
 
     #[test]
     fn janitor_rules() {
