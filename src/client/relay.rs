@@ -124,7 +124,8 @@ pub struct Relay<'a> {
 /// Prepared-statement mode while the reply queue is empty and every request the server still
 /// owes a reply names no prepared statement: nothing is queued or matched, replies are only
 /// counted, until a message naming a statement arrives (then the open segment's unanswered
-/// requests are queued as `Expect::Plain`). Entered again whenever the server is released.
+/// requests are queued as `Expect::Plain`). Entered again whenever the server is released and
+/// after a prepare pgmux answered itself.
 #[derive(Debug, Default, Clone, Copy)]
 struct Plain {
     on: bool,

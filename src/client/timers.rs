@@ -224,7 +224,8 @@ impl ClientTimers {
     }
 
     /// Resolves once the client has been ended (by the janitor, an admin command or shutdown).
-    /// Polling it costs two atomic operations (the relay's own poll uses `poll_killed`).
+    /// Once registered, a poll reads the flag and the stored waker's identity (the relay's own
+    /// poll uses `poll_killed`).
     pub fn wait_killed(&self) -> impl std::future::Future<Output = ()> + '_ {
         self.wait_for(|t| t.killed() != Kill::None)
     }
