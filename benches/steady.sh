@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # steady.sh: steady-state A/B of pgmux and PgBouncer at 1000 clients onto 50 servers, without
-# logins in the window: where each process's CPU per transaction goes (user and system time of
-# the pooler, pgbench's CPU, the whole machine's CPU), alternating pgmux and PgBouncer PAIRS times.
+# logins in the window: where the CPU per transaction goes (the pooler's user and system time,
+# pgbench's, PostgreSQL's processes', the whole machine's; task switches), alternating pgmux and
+# PgBouncer PAIRS times.
 #
 #   bash benches/steady.sh [PAIRS]            # default 3 pairs, -M simple
 #   MODE=extended SCALE=10 PGMUX=target/release/pgmux bash benches/steady.sh 4
@@ -56,7 +57,8 @@ ulimit -n 10000
 
 xacts() { psql -h 127.0.0.1 -p "$PGPORT" -U postgres -d bench -Atc "select xact_commit from pg_stat_database where datname='bench'"; }
 # PostgreSQL's processes together (the window has no connects or disconnects)
-pg_cpu() { for q in $(pgrep -x postgres); do awk '{print $14 + $15}' "/proc/$q/stat" 2>/dev/null; done | awk '{t += $1} END {print t + 0}'; }
+cpu_total() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+pg_cpu() { for q in $(pgrep -x postgres); do cpu_total "$q" 2>/dev/null; done | awk '{t += $1} END {print t + 0}'; }
 cpu_of() { awk '{print $14, $15}' "/proc/$1/stat"; }
 machine() { awk '/^cpu /{c=$2+$3+$4+$7+$8; st=$9} /^ctxt/{x=$2} END {print c, st, x}' /proc/stat; }
 
@@ -64,8 +66,6 @@ one() { # one() pgmux|pgbouncer
   local p
   if [ "$1" = pgbouncer ]; then
     su postgres -c "ulimit -n 10000; /usr/sbin/pgbouncer -q $DIR/bench.ini" >"$DIR/pooler.log" 2>&1 &
-    sleep 0.5
-    p=$(pgrep -f "^/usr/sbin/pgbouncer -q $DIR/bench.ini" | head -1)
   else
     "$PGMUX" -q "$DIR/bench.ini" >"$DIR/pooler.log" 2>&1 &
     p=$!
@@ -74,16 +74,18 @@ one() { # one() pgmux|pgbouncer
     psql -h 127.0.0.1 -p "$POOLPORT" -U postgres -d bench -c "select 1" >/dev/null 2>&1 && break
     sleep 0.1
   done
+  # PgBouncer runs under su: its own pid, once it answers
+  if [ "$1" = pgbouncer ]; then p=$(pgrep -f "^/usr/sbin/pgbouncer -q $DIR/bench.ini" | head -1); fi
   "$BIN/pgbench" -h 127.0.0.1 -p "$POOLPORT" -U postgres -S -n -j 2 -c 1000 -T 16 -M "$MODE" bench \
     >"$DIR/pgbench.out" 2>&1 &
   local pb=$!
   sleep 4
   local g; g=$(pgrep -x pgbench | head -1)
-  read -r u0 s0 < <(cpu_of "$p"); read -r g0 _ < <(awk '{print $14+$15, 0}' "/proc/$g/stat")
+  read -r u0 s0 < <(cpu_of "$p"); local g0; g0=$(cpu_total "$g")
   read -r m0 st0 x0 < <(machine); local q0; q0=$(pg_cpu); local a; a=$(xacts)
   sleep 10
   local b; b=$(xacts)
-  read -r u1 s1 < <(cpu_of "$p"); read -r g1 _ < <(awk '{print $14+$15, 0}' "/proc/$g/stat")
+  read -r u1 s1 < <(cpu_of "$p"); local g1; g1=$(cpu_total "$g")
   read -r m1 st1 x1 < <(machine); local q1; q1=$(pg_cpu)
   wait "$pb" || true
   kill -INT "$p"
