@@ -130,6 +130,7 @@ fn pool(c: &mut Criterion) {
                 epoch: 0,
                 prepared: Default::default(),
                 rbuf: Default::default(),
+                shard: 0,
             }));
         }
         std::mem::forget(peers); // keep the other ends open for the whole run

@@ -380,7 +380,7 @@ impl Drop for Kill {
 }
 
 /// PostgreSQL's max_connections for the run: 2000 direct clients in the sweep, plus the servers
-/// the poolers of the run still hold (50 each, up to 6 of them with LOAD_PROCS=1 LOAD_EXTRA=1).
+/// the poolers of the run still hold (50 each, up to 7 of them with LOAD_PROCS=1 LOAD_EXTRA=1).
 pub const MAX_CONNECTIONS: u32 = 2600;
 /// Slots left to the poolers' servers when deciding whether a direct sweep point fits.
 pub const POOLER_SLOTS: u32 = 500;
@@ -483,10 +483,11 @@ fn main() {
         clients: CLIENTS,
         pids: vec![mux_pid],
     });
-    // LOAD_PROCS=1: pgmux on one worker thread, and two such processes sharing one port
-    // (so_reuseport, peered), as PgBouncer users run several processes
+    // LOAD_PROCS=1: pgmux on one worker thread, two such processes sharing one port
+    // (so_reuseport, peered), as PgBouncer users run several processes, and one process with a
+    // runtime per core (PGMUX_RUNTIME=shards)
     if std::env::var("LOAD_PROCS").is_ok_and(|v| v == "1") {
-        let start = |name: &str, port: u16, extra: &str| {
+        let start = |name: &str, port: u16, extra: &str, env: &[(&str, &str)]| {
             std::fs::write(
                 dir.join(format!("{name}.ini")),
                 ini(pg.port(), port, &dir, name, tls) + extra,
@@ -496,6 +497,7 @@ fn main() {
                 .arg("-q")
                 .arg(dir.join(format!("{name}.ini")))
                 .env("PGMUX_THREADS", "1")
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .spawn()
                 .expect("start pgmux");
@@ -503,7 +505,7 @@ fn main() {
             (child, pid)
         };
         let p1 = free_port();
-        let (c, pid) = start("pgmux-1thread", p1, "");
+        let (c, pid) = start("pgmux-1thread", p1, "", &[]);
         guard.0.push(c);
         assert!(wait_port(p1), "pgmux (1 thread) did not start");
         targets.push(Target {
@@ -524,7 +526,7 @@ fn main() {
                 s = sock.display(),
                 d = dir.display()
             );
-            let (c, pid) = start(&format!("pgmux-proc{i}"), p2, &extra);
+            let (c, pid) = start(&format!("pgmux-proc{i}"), p2, &extra, &[]);
             guard.0.push(c);
             pids.push(pid);
             std::thread::sleep(Duration::from_millis(300));
@@ -535,6 +537,26 @@ fn main() {
             port: p2,
             clients: CLIENTS,
             pids,
+        });
+        // one process, a runtime per core (PGMUX_RUNTIME=shards), one pool
+        let p3 = free_port();
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .to_string();
+        let (c, pid) = start(
+            "pgmux-shards",
+            p3,
+            "",
+            &[("PGMUX_RUNTIME", "shards"), ("PGMUX_THREADS", &cores)],
+        );
+        guard.0.push(c);
+        assert!(wait_port(p3), "pgmux (shards) did not start");
+        targets.push(Target {
+            name: "pgmux shards",
+            port: p3,
+            clients: CLIENTS,
+            pids: vec![pid],
         });
     }
     if let Some(pgb) = find_pgbouncer() {

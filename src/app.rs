@@ -63,31 +63,17 @@ pub fn raise_fd_limit() {
     }
 }
 
-/// Build a multi-threaded runtime with one worker per core, or `PGMUX_THREADS` workers.
-pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    raise_fd_limit();
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = std::env::var("PGMUX_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-    {
-        b.worker_threads(n);
-    }
-    // how many tasks a worker runs between looks at the sockets: tokio's default (61) lets a
-    // released server's next client wait behind a long run of tasks; 3 measured best on the
-    // load benchmark (1000 clients: +20-25% TPS against 61; 1 did as well with more syscalls)
-    let events = std::env::var("PGMUX_EVENT_INTERVAL")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(3);
-    b.event_interval(events);
-    b.enable_all().build()
+/// The runtimes: one per core (see `shard`).
+pub fn runtime() -> std::io::Result<crate::shard::Runtimes> {
+    crate::shard::Runtimes::build()
 }
 
 /// Serve until shutdown. `ready` is called once listeners are bound.
-pub async fn serve(cfg: Config, ready: impl FnOnce()) -> Result<(), AppError> {
+pub async fn serve(
+    cfg: Config,
+    shards: crate::shard::Shards,
+    ready: impl FnOnce(),
+) -> Result<(), AppError> {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
@@ -109,7 +95,7 @@ pub async fn serve(cfg: Config, ready: impl FnOnce()) -> Result<(), AppError> {
             None => None,
         };
     let tls = crate::tls::TlsState::new(&cfg.general)?;
-    let shared = Shared::new(cfg, userlist, hba, tls);
+    let shared = Shared::new(cfg, userlist, hba, tls, shards);
     if let Some(m) = metrics {
         tracing::info!(
             "metrics on http://{}/metrics",

@@ -117,7 +117,7 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    let res = rt.block_on(app::serve(cfg, || {}));
+    let res = rt.main.block_on(app::serve(cfg, rt.shards(), || {}));
     if let Some(p) = &pidfile {
         let _ = std::fs::remove_file(p);
     }

@@ -39,7 +39,7 @@ pub fn run(args: &[String]) -> i32 {
         }
     };
     let psql = env.psql_command();
-    let res = rt.block_on(app::serve(cfg, || {
+    let res = rt.main.block_on(app::serve(cfg, rt.shards(), || {
         eprintln!(
             "\npgmux dev is ready.\n  PostgreSQL: 127.0.0.1:{} (data in a temp dir, removed on exit)\n  pgmux:      127.0.0.1:{} (config {})\n\nConnect with:\n  {psql}\n\nPress Ctrl-C to stop (Ctrl-C twice to force).\n",
             env.pg.port(),

@@ -19,6 +19,7 @@ pub mod pool;
 pub mod protocol;
 pub mod reload;
 pub mod server;
+pub mod shard;
 pub mod state;
 pub mod stats;
 pub mod tls;

@@ -134,13 +134,7 @@ pub async fn serve(listener: Listener, shared: Arc<Shared>) {
         };
         match accepted {
             Ok((stream, peer)) => {
-                // boxed: the client future is several KiB, and tokio moves an unboxed one
-                // through several frames on spawn (a copy each)
-                tokio::spawn(Box::pin(crate::client::handle(
-                    stream,
-                    peer,
-                    shared.clone(),
-                )));
+                crate::shard::Shards::spawn_client(&shared, stream, peer);
             }
             Err(e) => {
                 if last_log.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {

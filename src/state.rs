@@ -63,6 +63,8 @@ pub struct Shared {
     pub dns: Arc<crate::dns::Dns>,
     /// `[peers]` and their cancel-forwarding counters.
     pub peers: crate::peers::Peers,
+    /// The runtimes clients run on (one per core), and how many clients each has.
+    pub shards: Arc<crate::shard::Shards>,
 }
 
 pub const SHUTDOWN_WAIT_FOR_SERVERS: u8 = 1;
@@ -82,11 +84,13 @@ impl Shared {
         userlist: UserList,
         hba: Hba,
         tls: crate::tls::TlsState,
+        shards: crate::shard::Shards,
     ) -> Arc<Shared> {
         let tracked = Arc::new(Tracked::new(&config.general.track_extra_parameters));
         let (control, control_rx) = tokio::sync::mpsc::channel(8);
         Arc::new(Shared {
             pause: Default::default(),
+            shards: Arc::new(shards),
             shutdown_mode: Default::default(),
             periods: Default::default(),
             control,
@@ -192,6 +196,7 @@ impl Shared {
                     db_group,
                     user_group,
                 );
+                pool.set_shards(self.shards.clone());
                 v.insert(pool.clone());
                 pool
             }

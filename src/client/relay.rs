@@ -257,10 +257,15 @@ impl<'a> Relay<'a> {
                 // scan again with the server known (prepared statements are rewritten for it)
                 continue;
             }
-            self.write_now()?;
+            // to the server first, then release, then to the client: the server is back in the
+            // pool before the client can see the ReadyForQuery that ends the transaction (so
+            // SHOW POOLS, run right after, never counts it as still in use), and a waiting
+            // client gets it one write sooner
+            self.write_server_now()?;
             if self.server.is_some() && self.releasable() && self.mode != Mode::Session {
                 self.release();
             }
+            self.write_client_now()?;
             self.step().await?;
         }
     }
@@ -420,7 +425,7 @@ impl<'a> Relay<'a> {
 
     /// Write what is ready now if the socket takes it: the common case needs no extra poll
     /// round, and the written bytes stop pinning their read buffer.
-    fn write_now(&mut self) -> Result<(), ClientError> {
+    fn write_client_now(&mut self) -> Result<(), ClientError> {
         if !self.s_out.is_empty() && !self.conn.stream.is_tls() {
             match self.conn.stream.try_write(&self.s_out) {
                 Ok(n) => self.s_out.advance(n),
@@ -428,6 +433,11 @@ impl<'a> Relay<'a> {
                 Err(e) => return Err(e.into()),
             }
         }
+        Ok(())
+    }
+
+    /// The same towards the server.
+    fn write_server_now(&mut self) -> Result<(), ClientError> {
         if !self.c_out.is_empty()
             && let Some(server) = &mut self.server
             && !server.stream.is_tls()

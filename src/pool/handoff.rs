@@ -177,6 +177,7 @@ mod tests {
                 epoch: 0,
                 prepared: Default::default(),
                 rbuf: Default::default(),
+                shard: 0,
             }));
         }
         (p, peers)

@@ -42,14 +42,14 @@ impl Pool {
             let wait_to = settings.query_wait_timeout;
             while !wait_to.is_zero()
                 && g.waiters
-                    .front()
-                    .is_some_and(|(t, _)| now.saturating_sub(*t) >= us(wait_to))
+                    .oldest()
+                    .is_some_and(|t| now.saturating_sub(t) >= us(wait_to))
             {
-                if let Some((_, w)) = g.waiters.pop_front() {
+                if let Some((_, w)) = g.waiters.pop_oldest() {
                     w.deliver(Err(None));
                 }
             }
-            let oldest_wait = g.waiters.front().map(|(t, _)| now.saturating_sub(*t));
+            let oldest_wait = g.waiters.oldest().map(|t| now.saturating_sub(t));
             if settings.reserve_size > 0
                 && oldest_wait.is_some_and(|w| w >= us(settings.reserve_timeout))
                 && g.wants_connect()

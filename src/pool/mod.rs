@@ -4,6 +4,7 @@ pub mod group;
 mod handoff;
 mod janitor;
 pub mod pause;
+mod queue;
 mod view;
 
 use view::server_meta;
@@ -17,7 +18,7 @@ use crate::server::{ServerConn, ServerError, ServerTarget};
 use group::ConnGroup;
 pub use handoff::HandOff;
 use stats::PoolStats;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -70,9 +71,9 @@ pub enum CheckoutError {
 #[derive(Debug, Default)]
 struct Inner {
     idle: Vec<ServerConn>,
-    /// Waiting clients in arrival order, with when they started waiting. A client that stops
-    /// waiting removes its entry (`withdraw`), so every entry is live.
-    waiters: VecDeque<(u64, Arc<HandOff>)>,
+    /// Waiting clients in arrival order (per shard), with when they started waiting. A client
+    /// that stops waiting removes its entry (`withdraw`), so every entry is live.
+    waiters: queue::Waiters,
     /// Connected plus connecting servers.
     total: usize,
     /// Servers lent to clients.
@@ -138,6 +139,8 @@ pub struct Pool {
     last_lifetime_close: std::sync::atomic::AtomicU64,
     /// The last failed server login (when, SQLSTATE, message), for server_login_retry.
     last_login_error: Mutex<Option<(Instant, String, String)>>,
+    /// The runtimes a new server connection can be opened on (unset: the current one).
+    shards: std::sync::OnceLock<Arc<crate::shard::Shards>>,
 }
 
 /// Why a server connection is closed (logged as `closing because: <reason> (age=Ns)`).
@@ -189,10 +192,16 @@ impl Pool {
             user_group,
             last_login_error: Mutex::new(None),
             last_lifetime_close: std::sync::atomic::AtomicU64::new(0),
+            shards: std::sync::OnceLock::new(),
         });
         p.db_group.add_member(&p);
         p.user_group.add_member(&p);
         p
+    }
+
+    /// Open new server connections on these runtimes (see `spawn_connect`).
+    pub fn set_shards(&self, shards: Arc<crate::shard::Shards>) {
+        let _ = self.shards.set(shards);
     }
 
     fn set_hot(&self, s: &PoolSettings) {
@@ -269,17 +278,19 @@ impl Pool {
         now_us: u64,
     ) -> Result<ServerConn, CheckoutError> {
         let owned: Arc<HandOff>;
+        let me = crate::shard::current();
         let slot = {
             let mut g = self.inner.lock().unwrap();
             let hot = g.hot;
             while let Some(mut s) = if hot.round_robin && !g.idle.is_empty() {
                 Some(g.idle.remove(0))
             } else {
-                g.idle.pop()
+                take_idle(&mut g.idle, me)
             } {
                 if s.is_healthy() {
                     g.active += 1;
-                    return Ok(s);
+                    drop(g);
+                    return Ok(localize(s, me));
                 }
                 self.free_slot(&mut g);
                 self.forget(&mut g, &s);
@@ -305,7 +316,7 @@ impl Pool {
                 }
             };
             slot.enqueue();
-            g.waiters.push_back((now_us, slot.clone()));
+            g.waiters.push(me, (now_us, slot.clone()));
             // no new connect (nor eviction for one) while enough are in flight
             let room = g.wants_connect();
             let opened = room && self.try_open(&mut g, 0);
@@ -329,7 +340,7 @@ impl Pool {
             done: false,
         };
         match wait.await {
-            Ok(s) => Ok(s),
+            Ok(s) => Ok(localize(s, me)),
             Err(Some((code, msg))) => Err(CheckoutError::Server(code, msg)),
             Err(None) => Err(CheckoutError::WaitTimeout),
         }
@@ -373,9 +384,11 @@ impl Pool {
 
     /// Open one more server connection in the background; it is handed to the first waiter.
     /// The caller has already counted it (`try_open`).
+    /// It is opened on the shard of the longest waiter, the client it will most likely go to,
+    /// so servers are spread over the shards as the waiting clients are.
     fn spawn_connect(self: &Arc<Self>) {
         let pool = self.clone();
-        tokio::spawn(async move {
+        let task = async move {
             let keys = pool.scram_keys.lock().unwrap().clone();
             let epoch = pool.epoch.load(Relaxed);
             let target = pool.target();
@@ -423,13 +436,20 @@ impl Pool {
                     g.connecting -= 1;
                     // Nobody else can serve the waiters: pass the server's error on, as PgBouncer does.
                     if g.total == 0 {
-                        for (_, w) in g.waiters.drain(..) {
+                        for (_, w) in g.waiters.take_all() {
                             w.deliver(Err(Some((code.clone(), msg.clone()))));
                         }
                     }
                 }
             }
-        });
+        };
+        match self.shards.get() {
+            Some(shards) if shards.len() > 1 => {
+                let home = self.inner.lock().unwrap().waiters.oldest_shard();
+                shards.spawn_on(home.unwrap_or_else(crate::shard::current), task);
+            }
+            _ => drop(tokio::spawn(task)),
+        }
     }
 
     /// Return a server after a transaction (or session). `reusable` is false when its state is unknown.
@@ -528,9 +548,10 @@ impl Pool {
         self.hand_over(&mut g, server);
     }
 
-    /// The first waiter gets the server; else it goes idle.
+    /// The first waiter gets the server (of the server's shard, unless another shard's has
+    /// waited clearly longer: `queue::Waiters::pop_for`); else it goes idle.
     fn hand_over(&self, g: &mut Inner, server: ServerConn) {
-        match g.waiters.pop_front() {
+        match g.waiters.pop_for(server.shard) {
             Some((_, w)) => {
                 g.active += 1;
                 w.deliver(Ok(server));
@@ -546,7 +567,7 @@ impl Pool {
         let mut g = self.inner.lock().unwrap();
         let (queued, delivered) = slot.withdraw();
         if queued {
-            g.waiters.retain(|(_, w)| !Arc::ptr_eq(w, slot));
+            g.waiters.remove(slot);
         }
         if let Some(Ok(server)) = delivered {
             g.active -= 1;
@@ -586,6 +607,27 @@ impl Pool {
             self.close(s, reason);
         }
     }
+}
+
+/// An idle server for a client on shard `me`: the most recently used one living on that shard,
+/// else the most recently used of any.
+fn take_idle(idle: &mut Vec<ServerConn>, me: u16) -> Option<ServerConn> {
+    match idle.iter().rposition(|s| s.shard == me) {
+        Some(i) => Some(idle.remove(i)),
+        None => idle.pop(),
+    }
+}
+
+/// A server taken by a client on shard `me`, moved to that shard's I/O driver if it lived on
+/// another (kept where it was if that fails: it still works, with wake-ups across threads).
+fn localize(mut s: ServerConn, me: u16) -> ServerConn {
+    if s.shard != me {
+        match s.stream.rehome() {
+            Ok(()) => s.shard = me,
+            Err(e) => tracing::debug!("S-{:#x}: stays on its shard: {e}", s.id),
+        }
+    }
+    s
 }
 
 /// Errors opening a server are passed on to clients with the server's own SQLSTATE.

@@ -103,10 +103,8 @@ impl Pool {
             stale: g.stale,
             max_wait: g
                 .waiters
-                .front()
-                .map(|(t, _)| {
-                    std::time::Duration::from_micros(crate::clock::now_us().saturating_sub(*t))
-                })
+                .oldest()
+                .map(|t| std::time::Duration::from_micros(crate::clock::now_us().saturating_sub(t)))
                 .unwrap_or_default(),
         }
     }

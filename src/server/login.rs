@@ -291,6 +291,8 @@ async fn connect_inner(
         epoch: 0,
         prepared: Default::default(),
         rbuf: bytes::BytesMut::new(),
+        // the connect runs on the shard that asked for it: the socket is registered there
+        shard: crate::shard::current(),
     }
     .into();
     if let Some(q) = &target.connect_query

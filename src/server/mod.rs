@@ -128,6 +128,8 @@ pub struct ServerState {
     /// Read buffer lent to the relay of the client holding this server: it stays with the
     /// connection, so a transaction allocates no read buffer.
     pub rbuf: bytes::BytesMut,
+    /// The shard (runtime) whose I/O driver the socket is registered with.
+    pub shard: u16,
 }
 
 impl ServerState {

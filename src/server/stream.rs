@@ -70,6 +70,26 @@ impl Stream {
         }))
     }
 
+    /// Register the socket with the current runtime's I/O driver (it is registered with another
+    /// shard's): a duplicate of the descriptor is registered here, then the original is dropped,
+    /// which deregisters it there. A TLS stream stays where it is (it works from any runtime,
+    /// with cross-thread wake-ups). On error nothing changes.
+    pub fn rehome(&mut self) -> io::Result<()> {
+        use std::os::fd::AsFd;
+        match self {
+            Stream::Tcp(s) => {
+                let fd = s.as_fd().try_clone_to_owned()?;
+                *self = Stream::Tcp(TcpStream::from_std(fd.into())?);
+            }
+            Stream::Unix(s) => {
+                let fd = s.as_fd().try_clone_to_owned()?;
+                *self = Stream::Unix(UnixStream::from_std(fd.into())?);
+            }
+            Stream::Tls(_) => {}
+        }
+        Ok(())
+    }
+
     /// Non-blocking read used to check an idle connection before reuse.
     pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {

@@ -61,6 +61,17 @@ impl Pgmux {
         userlist: &[(&str, &str)],
         port: u16,
     ) -> Pgmux {
+        Self::start_env(pg, pgbouncer_lines, userlist, port, &[])
+    }
+
+    /// Like `start_on`, with extra environment variables for the pgmux process.
+    pub fn start_env(
+        pg: &TempPostgres,
+        pgbouncer_lines: &str,
+        userlist: &[(&str, &str)],
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Pgmux {
         let dir = std::env::temp_dir().join(format!(
             "pgmux-test-{}-{}",
             std::process::id(),
@@ -96,11 +107,22 @@ impl Pgmux {
             log = log.display(),
         );
         std::fs::write(&ini, text).unwrap();
-        Self::spawn(dir, port, log, ini)
+        Self::spawn_env(dir, port, log, ini, env)
     }
 
     pub fn spawn(dir: PathBuf, port: u16, log: PathBuf, ini: PathBuf) -> Pgmux {
+        Self::spawn_env(dir, port, log, ini, &[])
+    }
+
+    fn spawn_env(
+        dir: PathBuf,
+        port: u16,
+        log: PathBuf,
+        ini: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Pgmux {
         let child = Command::new(env!("CARGO_BIN_EXE_pgmux"))
+            .envs(env.iter().copied())
             .arg("-q")
             .arg(&ini)
             .stdin(Stdio::null())
