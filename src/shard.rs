@@ -151,8 +151,10 @@ impl Shards {
     /// registered with the new shard's driver (accepting registered it with this one's).
     pub fn spawn_client(shared: &Arc<Shared>, stream: Stream, peer: String) {
         let me = &shared.shards;
-        let k = if me.handles.len() == 1 {
-            0
+        // clients are accepted in plain text (TLS starts later, on the client's own task); a
+        // stream that could not be moved would stay here
+        let k = if me.handles.len() == 1 || matches!(stream, Stream::Tls(_)) {
+            (current() as usize).min(me.handles.len() - 1)
         } else {
             (0..me.handles.len())
                 .min_by_key(|&i| me.clients[i].load(Ordering::Relaxed))
@@ -173,7 +175,7 @@ impl Shards {
         let moved = match stream {
             Stream::Tcp(t) => t.into_std().map(Moved::Tcp),
             Stream::Unix(u) => u.into_std().map(Moved::Unix),
-            Stream::Tls(_) => unreachable!("clients are accepted in plain text"),
+            Stream::Tls(_) => return,
         };
         let moved = match moved {
             Ok(m) => m,
