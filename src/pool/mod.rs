@@ -1,5 +1,6 @@
 //! Pools of server connections keyed by (database, user): checkout with a FIFO wait queue, LIFO reuse, close reasons.
 
+mod connect;
 pub mod group;
 mod handoff;
 mod janitor;
@@ -13,7 +14,7 @@ pub mod stats;
 
 use crate::auth::ScramClientKeys;
 use crate::params::{ParamSet, Tracked};
-use crate::server::login::{self, WelcomeParams};
+use crate::server::login::WelcomeParams;
 use crate::server::{ServerConn, ServerError, ServerTarget};
 use group::ConnGroup;
 pub use handoff::HandOff;
@@ -380,76 +381,6 @@ impl Pool {
             }
         }
         false
-    }
-
-    /// Open one more server connection in the background; it is handed to the first waiter.
-    /// The caller has already counted it (`try_open`).
-    /// It is opened on the shard of the longest waiter, the client it will most likely go to,
-    /// so servers are spread over the shards as the waiting clients are.
-    fn spawn_connect(self: &Arc<Self>) {
-        let pool = self.clone();
-        let task = async move {
-            let keys = pool.scram_keys.lock().unwrap().clone();
-            let epoch = pool.epoch.load(Relaxed);
-            let target = pool.target();
-            match login::connect(&target, &pool.tracked, keys).await {
-                Ok((mut conn, welcome)) => {
-                    conn.epoch = epoch;
-                    pool.servers
-                        .lock()
-                        .unwrap()
-                        .insert(conn.id, server_meta(&conn));
-                    tracing::info!(
-                        "S-{:#x}: {}/{}@{} new connection to server (from {})",
-                        conn.id,
-                        pool.db,
-                        pool.user,
-                        conn.addr,
-                        conn.local
-                    );
-                    {
-                        let mut w = pool.welcome.lock().unwrap();
-                        if w.is_none() {
-                            *w = Some(Arc::new(Welcome {
-                                params: conn.params.clone(),
-                                list: welcome,
-                            }));
-                        }
-                    }
-                    *pool.last_login_error.lock().unwrap() = None;
-                    pool.inner.lock().unwrap().connecting -= 1;
-                    if pool.is_stale(&conn) {
-                        pool.close(conn, "database configuration changed");
-                    } else {
-                        pool.give_back(conn);
-                    }
-                    // with connects capped, growth goes on one connect at a time
-                    pool.kick();
-                }
-                Err(e) => {
-                    tracing::warn!("{}/{}: server login failed: {}", pool.db, pool.user, e);
-                    let (code, msg) = e.client_error();
-                    *pool.last_login_error.lock().unwrap() =
-                        Some((Instant::now(), code.clone(), msg.clone()));
-                    let mut g = pool.inner.lock().unwrap();
-                    pool.free_slot(&mut g);
-                    g.connecting -= 1;
-                    // Nobody else can serve the waiters: pass the server's error on, as PgBouncer does.
-                    if g.total == 0 {
-                        for (_, w) in g.waiters.take_all() {
-                            w.deliver(Err(Some((code.clone(), msg.clone()))));
-                        }
-                    }
-                }
-            }
-        };
-        match self.shards.get() {
-            Some(shards) if shards.len() > 1 => {
-                let home = self.inner.lock().unwrap().waiters.oldest_shard();
-                shards.spawn_on(home.unwrap_or_else(crate::shard::current), task);
-            }
-            _ => drop(tokio::spawn(task)),
-        }
     }
 
     /// Return a server after a transaction (or session). `reusable` is false when its state is unknown.
