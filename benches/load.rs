@@ -504,16 +504,20 @@ fn main() {
             let pid = child.id();
             (child, pid)
         };
-        let p1 = free_port();
-        let (c, pid) = start("pgmux-1thread", p1, "", &[]);
-        guard.0.push(c);
-        assert!(wait_port(p1), "pgmux (1 thread) did not start");
-        targets.push(Target {
-            name: "pgmux 1 thread",
-            port: p1,
-            clients: CLIENTS,
-            pids: vec![pid],
-        });
+        // one more pgmux process with its own port
+        let single = |guard: &mut Kill, name: &'static str, env: &[(&str, &str)]| {
+            let port = free_port();
+            let (c, pid) = start(&name.replace(' ', "-"), port, "", env);
+            guard.0.push(c);
+            assert!(wait_port(port), "{name} did not start");
+            Target {
+                name,
+                port,
+                clients: CLIENTS,
+                pids: vec![pid],
+            }
+        };
+        targets.push(single(&mut guard, "pgmux 1 thread", &[]));
         let p2 = free_port();
         let mut pids = Vec::new();
         for i in 1..=2u32 {
@@ -539,25 +543,12 @@ fn main() {
             pids,
         });
         // one process, a runtime per core (PGMUX_RUNTIME=shards), one pool
-        let p3 = free_port();
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
             .to_string();
-        let (c, pid) = start(
-            "pgmux-shards",
-            p3,
-            "",
-            &[("PGMUX_RUNTIME", "shards"), ("PGMUX_THREADS", &cores)],
-        );
-        guard.0.push(c);
-        assert!(wait_port(p3), "pgmux (shards) did not start");
-        targets.push(Target {
-            name: "pgmux shards",
-            port: p3,
-            clients: CLIENTS,
-            pids: vec![pid],
-        });
+        let env = [("PGMUX_RUNTIME", "shards"), ("PGMUX_THREADS", &cores)];
+        targets.push(single(&mut guard, "pgmux shards", &env));
     }
     if let Some(pgb) = find_pgbouncer() {
         let port = free_port();
