@@ -63,7 +63,8 @@ pub fn raise_fd_limit() {
     }
 }
 
-/// The runtimes: one per core (see `shard`).
+/// The runtimes: one work-stealing runtime with a worker per core, or with
+/// `PGMUX_RUNTIME=shards` one runtime per core (see `shard`).
 pub fn runtime() -> std::io::Result<crate::shard::Runtimes> {
     crate::shard::Runtimes::build()
 }

@@ -26,8 +26,9 @@ pub fn current() -> u16 {
     CURRENT.with(|c| c.get())
 }
 
-/// The runtimes of a running pooler: `main` runs the listeners, janitor, admin console and
-/// signal handling as well as its share of clients; `rest` run clients only.
+/// The runtimes of a running pooler: `main` runs the listeners, the janitor, the metrics
+/// endpoint and signal handling as well as its share of clients (admin-console sessions are
+/// clients too); `rest` run clients only.
 pub struct Runtimes {
     pub main: Runtime,
     rest: Vec<Runtime>,
