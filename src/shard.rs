@@ -124,11 +124,6 @@ impl Shards {
         Shards { handles, clients }
     }
 
-    /// Just the current runtime (tests and tools that build `Shared` themselves).
-    pub fn here() -> Shards {
-        Shards::new(vec![Handle::current()])
-    }
-
     /// Run a task on shard `k` (the current runtime when there is no such shard).
     pub fn spawn_on<F>(&self, k: u16, f: F)
     where
