@@ -1,6 +1,7 @@
 //! Tracked session parameters (client_encoding, DateStyle, TimeZone, ...): per-connection values and the SET that syncs them.
 
 use std::fmt::Write;
+use std::sync::Arc;
 
 /// The parameters that follow a client across server connections, in canonical spelling.
 #[derive(Debug, Clone)]
@@ -56,7 +57,7 @@ impl Tracked {
     pub fn empty_set(&self) -> ParamSet {
         let mut set = ParamSet {
             vals: vec![None; self.names.len()],
-            packed: Vec::new(),
+            packed: Arc::from(Vec::new()),
         };
         set.repack();
         set
@@ -80,7 +81,7 @@ pub struct ParamSet {
     /// All values in one buffer (per slot: 0 for none, or 1, the length and the bytes), kept
     /// in step with `vals`: two sets with equal `packed` hold equal values, which the
     /// per-transaction sync check finds with one compare of one small buffer each.
-    packed: Vec<u8>,
+    packed: Arc<[u8]>,
 }
 
 impl ParamSet {
@@ -100,26 +101,31 @@ impl ParamSet {
         }
     }
 
+    /// All values in one shared buffer: sets are equal exactly when these are.
+    #[inline]
+    pub fn packed(&self) -> &Arc<[u8]> {
+        &self.packed
+    }
+
     fn repack(&mut self) {
-        self.packed.clear();
         // one allocation, not a growth per value
         let need: usize = self
             .vals
             .iter()
             .map(|v| v.as_ref().map_or(1, |v| 5 + v.len()))
             .sum();
-        self.packed.reserve(need);
+        let mut packed = Vec::with_capacity(need);
         for v in &self.vals {
             match v {
-                None => self.packed.push(0),
+                None => packed.push(0),
                 Some(v) => {
-                    self.packed.push(1);
-                    self.packed
-                        .extend_from_slice(&(v.len() as u32).to_le_bytes());
-                    self.packed.extend_from_slice(v.as_bytes());
+                    packed.push(1);
+                    packed.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                    packed.extend_from_slice(v.as_bytes());
                 }
             }
         }
+        self.packed = packed.into();
     }
 
     /// Fill every value this set lacks from `other`.

@@ -173,6 +173,10 @@ impl<'a> Relay<'a> {
         let t = Arc::new(ClientTimers::with_meta(limits, meta));
         shared.timers.insert(conn.id, t.clone());
         let timers = Some(t);
+        let handoff = crate::pool::HandOff::with_owner(Arc::new(acquire::LinkMarks {
+            cancel: slot.clone(),
+            timers: timers.clone(),
+        }));
         let cfg = shared.config();
         let max = cfg.general.max_packet_size as usize;
         let mode = pool.settings().mode;
@@ -183,7 +187,7 @@ impl<'a> Relay<'a> {
             pool,
             params,
             slot,
-            handoff: crate::pool::HandOff::new(),
+            handoff,
             cscan: Scanner::new(max),
             c_out: BytesMut::new(),
             s_in: BytesMut::new(),

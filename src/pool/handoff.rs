@@ -1,6 +1,7 @@
-//! The hand-off slot a queued checkout waits on: one per client, reused for every transaction (no channel allocated per wait), with race-free cancellation under the pool lock.
+//! The hand-off slot a queued checkout waits on: one per client, reused for every transaction (no channel allocated per wait), with race-free cancellation under the pool lock, and the queued request the releasing client sends on ahead.
 
 use crate::server::ServerConn;
+use bytes::{Buf, BytesMut};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -10,15 +11,43 @@ use std::task::{Context, Poll, Waker};
 /// longer than query_wait_timeout (the janitor sends that: no timer per checkout).
 pub(super) type Delivery = Result<ServerConn, Option<(String, String)>>;
 
+/// A queued client's request, complete and the same for every server, which the client that
+/// releases a server writes to it on the waiting client's behalf (as PgBouncer forwards a
+/// waiting client's packet when it activates it): the waiting client's task is not run until
+/// the server answers, one task switch less per transaction.
+#[derive(Debug)]
+pub struct Offer {
+    /// Bytes not written yet (empty once all were sent on ahead).
+    pub req: BytesMut,
+    /// The client's tracked parameters (`ParamSet::packed`): only a server with the same gets
+    /// the request without a parameter sync first.
+    pub params: Arc<[u8]>,
+    /// The client's shard: a server living on another is moved first, by the client itself.
+    pub shard: u16,
+    /// Bytes already written to the server by the releasing client.
+    pub sent: usize,
+    /// When all of it was sent on ahead and the link recorded (µs of `crate::clock`; 0: not).
+    pub sent_at: u64,
+}
+
+/// What the releasing client records for the waiting one when it sends its request on ahead:
+/// the cancel key's target and the timestamps the janitor and SHOW CLIENTS read.
+pub trait OnLink: Send + Sync + std::fmt::Debug {
+    fn linked(&self, server: &ServerConn, now_us: u64);
+}
+
 /// Where the pool puts the server (or error) for one waiting client. A client keeps one for its
 /// whole connection; it is in a pool's wait queue at most once at a time.
 ///
 /// Every change of `queued` and every delivery happens under the owning pool's lock, so a wait
 /// that is given up (client gone, killed) either is still queued (and is removed) or already
-/// holds its delivery (and the server goes to the next waiter): nothing is lost in between.
+/// holds its delivery (and the server goes to the next waiter, or is closed when part of the
+/// request was sent on ahead): nothing is lost in between.
 #[derive(Debug, Default)]
 pub struct HandOff {
     state: Mutex<State>,
+    /// Set for a client's slot: requests may be sent on ahead (`presend`).
+    owner: Option<Arc<dyn OnLink>>,
 }
 
 #[derive(Debug, Default)]
@@ -27,6 +56,7 @@ struct State {
     waker: Option<Waker>,
     /// In a pool's wait queue.
     queued: bool,
+    offer: Option<Offer>,
 }
 
 impl HandOff {
@@ -34,11 +64,21 @@ impl HandOff {
         Arc::new(HandOff::default())
     }
 
-    /// Mark as queued (under the pool lock, as the entry is pushed).
-    pub(super) fn enqueue(&self) {
+    /// A client's slot: its queued requests may be sent on ahead; `owner` records the link.
+    pub fn with_owner(owner: Arc<dyn OnLink>) -> Arc<HandOff> {
+        Arc::new(HandOff {
+            state: Mutex::default(),
+            owner: Some(owner),
+        })
+    }
+
+    /// Mark as queued (under the pool lock, as the entry is pushed), with the request that may
+    /// be sent on ahead.
+    pub(super) fn enqueue(&self, offer: Option<Offer>) {
         let mut s = self.state.lock().unwrap();
         debug_assert!(!s.queued && s.delivery.is_none());
         s.queued = true;
+        s.offer = offer;
     }
 
     /// Give the waiter its result (under the pool lock, the entry just popped) and wake it.
@@ -54,18 +94,83 @@ impl HandOff {
         }
     }
 
-    /// Under the pool lock, for a wait that is given up: whether the slot was still queued (the
-    /// caller removes its entry), and a delivery that arrived but was never taken.
-    pub(super) fn withdraw(&self) -> (bool, Option<Delivery>) {
-        let mut s = self.state.lock().unwrap();
-        s.waker = None;
-        (std::mem::take(&mut s.queued), s.delivery.take())
+    /// `deliver` a server, except that a waiter whose request can go on ahead is not woken:
+    /// true when the caller is to call `presend` once it has let go of the pool lock.
+    pub(super) fn deliver_deferred(&self, server: ServerConn) -> bool {
+        let waker = {
+            let mut s = self.state.lock().unwrap();
+            s.queued = false;
+            let defer = self.owner.is_some()
+                && s.waker.is_some()
+                && !server.stream.is_tls()
+                && s.offer.as_ref().is_some_and(|o| o.shard == server.shard);
+            s.delivery = Some(Ok(server));
+            if defer {
+                return true;
+            }
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        false
     }
 
-    fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Delivery> {
+    /// After `deliver_deferred`: write the waiting client's request to its server if their
+    /// parameters match, record the link, and leave the client asleep until the server answers
+    /// (its waker registered with the server socket); otherwise wake it to do all that itself.
+    /// Nothing happens if the client took its delivery in the meantime.
+    pub(super) fn presend(&self, now_us: u64) {
+        let mut s = self.state.lock().unwrap();
+        let st = &mut *s;
+        let (Some(Ok(server)), Some(offer), Some(owner)) =
+            (&mut st.delivery, &mut st.offer, &self.owner)
+        else {
+            return;
+        };
+        if server.params.packed()[..] == offer.params[..] {
+            // readiness left from the previous transaction's reads would wake no one later
+            server.stream.clear_read_ready();
+            if let Ok(n) = server.stream.try_write(&offer.req) {
+                offer.req.advance(n);
+                offer.sent += n;
+            }
+            if offer.req.is_empty() {
+                owner.linked(server, now_us);
+                offer.sent_at = now_us.max(1);
+                if let Some(w) = &st.waker
+                    && server
+                        .stream
+                        .poll_read_ready(&mut Context::from_waker(w))
+                        .is_pending()
+                {
+                    return;
+                }
+            }
+        }
+        if let Some(w) = st.waker.take() {
+            drop(s);
+            w.wake();
+        }
+    }
+
+    /// Under the pool lock, for a wait that is given up: whether the slot was still queued (the
+    /// caller removes its entry), a delivery that arrived but was never taken, and the offer
+    /// (part of it may have gone to that server).
+    pub(super) fn withdraw(&self) -> (bool, Option<Delivery>, Option<Offer>) {
+        let mut s = self.state.lock().unwrap();
+        s.waker = None;
+        (
+            std::mem::take(&mut s.queued),
+            s.delivery.take(),
+            s.offer.take(),
+        )
+    }
+
+    fn poll_take(&self, cx: &mut Context<'_>) -> Poll<(Delivery, Option<Offer>)> {
         let mut s = self.state.lock().unwrap();
         if let Some(d) = s.delivery.take() {
-            return Poll::Ready(d);
+            return Poll::Ready((d, s.offer.take()));
         }
         match &s.waker {
             Some(w) if w.will_wake(cx.waker()) => {}
@@ -75,23 +180,27 @@ impl HandOff {
     }
 }
 
-/// A queued checkout: resolves with the delivery; dropped before that, it withdraws from the
-/// pool (see `Pool::withdraw`).
+/// A queued checkout: resolves with the delivery (and the offer back in `back`); dropped
+/// before that, it withdraws from the pool (see `Pool::withdraw`).
 pub(super) struct Wait<'a> {
-    pub pool: &'a super::Pool,
+    pub pool: &'a Arc<super::Pool>,
     pub slot: &'a Arc<HandOff>,
     pub done: bool,
+    pub back: Option<Offer>,
 }
 
 impl Future for Wait<'_> {
     type Output = Delivery;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Delivery> {
-        let r = self.slot.poll_take(cx);
-        if r.is_ready() {
-            self.done = true;
+        match self.slot.poll_take(cx) {
+            Poll::Ready((d, back)) => {
+                self.done = true;
+                self.back = back;
+                Poll::Ready(d)
+            }
+            Poll::Pending => Poll::Pending,
         }
-        r
     }
 }
 
@@ -113,6 +222,7 @@ mod tests {
     use std::future::Future;
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering::Relaxed;
     use std::task::{Context, Poll, Waker};
     use std::time::Duration;
 
@@ -183,6 +293,15 @@ mod tests {
         (p, peers)
     }
 
+    /// A queued-capable checkout on `slot` (no request to send on ahead).
+    async fn wait_on(
+        p: &Arc<Pool>,
+        slot: &Arc<HandOff>,
+    ) -> Result<ServerConn, crate::pool::CheckoutError> {
+        p.checkout_via(Some(slot), crate::clock::now_us(), &mut None)
+            .await
+    }
+
     fn poll_once<F: Future>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
         f.poll(&mut Context::from_waker(Waker::noop()))
     }
@@ -198,8 +317,8 @@ mod tests {
         let (p, _peers) = pool(1, 1);
         let held = p.checkout().await.unwrap();
         let (b_slot, c_slot) = (HandOff::new(), HandOff::new());
-        let mut b = Box::pin(p.checkout_via(Some(&b_slot), crate::clock::now_us()));
-        let mut c = Box::pin(p.checkout_via(Some(&c_slot), crate::clock::now_us()));
+        let mut b = Box::pin(wait_on(&p, &b_slot));
+        let mut c = Box::pin(wait_on(&p, &c_slot));
         assert!(poll_once(b.as_mut()).is_pending());
         assert!(poll_once(c.as_mut()).is_pending());
         assert_eq!(counts(&p), (1, 0, 2));
@@ -213,10 +332,7 @@ mod tests {
         p.checkin(s, true);
         assert_eq!(counts(&p), (0, 1, 0));
         // the slot given up earlier is reusable
-        let s = p
-            .checkout_via(Some(&b_slot), crate::clock::now_us())
-            .await
-            .unwrap();
+        let s = wait_on(&p, &b_slot).await.unwrap();
         p.checkin(s, true);
         assert_eq!(counts(&p), (0, 1, 0));
     }
@@ -226,8 +342,8 @@ mod tests {
         let (p, _peers) = pool(1, 1);
         let held = p.checkout().await.unwrap();
         let slots = [HandOff::new(), HandOff::new()];
-        let mut b = Box::pin(p.checkout_via(Some(&slots[0]), crate::clock::now_us()));
-        let mut c = Box::pin(p.checkout_via(Some(&slots[1]), crate::clock::now_us()));
+        let mut b = Box::pin(wait_on(&p, &slots[0]));
+        let mut c = Box::pin(wait_on(&p, &slots[1]));
         assert!(poll_once(b.as_mut()).is_pending());
         assert!(poll_once(c.as_mut()).is_pending());
         p.checkin(held, true); // delivered to b, which never takes it
@@ -239,12 +355,12 @@ mod tests {
         // one slot serves many waits in a row
         let held = p.checkout().await.unwrap();
         for _ in 0..3 {
-            let mut w = Box::pin(p.checkout_via(Some(&slots[0]), crate::clock::now_us()));
+            let mut w = Box::pin(wait_on(&p, &slots[0]));
             assert!(poll_once(w.as_mut()).is_pending());
             drop(w);
         }
         assert_eq!(counts(&p), (1, 0, 0));
-        let mut w = Box::pin(p.checkout_via(Some(&slots[0]), crate::clock::now_us()));
+        let mut w = Box::pin(wait_on(&p, &slots[0]));
         assert!(poll_once(w.as_mut()).is_pending());
         p.checkin(held, true);
         assert!(matches!(poll_once(w.as_mut()), Poll::Ready(Ok(_))));
@@ -261,20 +377,14 @@ mod tests {
                 for j in 0..300u64 {
                     if (i + j) % 3 == 0 {
                         // give up after a very short wait
-                        let r = tokio::time::timeout(
-                            Duration::from_micros(50),
-                            p.checkout_via(Some(&slot), crate::clock::now_us()),
-                        )
-                        .await;
+                        let r = tokio::time::timeout(Duration::from_micros(50), wait_on(&p, &slot))
+                            .await;
                         if let Ok(r) = r {
                             p.checkin(r.unwrap(), true);
                         }
                         continue;
                     }
-                    let s = p
-                        .checkout_via(Some(&slot), crate::clock::now_us())
-                        .await
-                        .unwrap();
+                    let s = wait_on(&p, &slot).await.unwrap();
                     tokio::task::yield_now().await;
                     p.checkin(s, true);
                 }
@@ -285,5 +395,109 @@ mod tests {
         }
         let (active, idle, total, waiting) = p.counts();
         assert_eq!((active, idle, total, waiting), (0, 3, 3, 0));
+    }
+
+    /// Counts `OnLink::linked` calls.
+    #[derive(Debug, Default)]
+    struct Marks(AtomicUsize);
+
+    impl super::OnLink for Marks {
+        fn linked(&self, _: &ServerConn, _: u64) {
+            self.0.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A waker that counts its wakes.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Relaxed);
+        }
+    }
+
+    const REQ: &[u8] = b"Q\0\0\0\x0dselect 1\0";
+
+    fn offer(params: Arc<[u8]>) -> Option<super::Offer> {
+        Some(super::Offer {
+            req: bytes::BytesMut::from(REQ),
+            params,
+            shard: 0,
+            sent: 0,
+            sent_at: 0,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_queued_request_goes_on_ahead_and_its_client_wakes_on_the_answer() {
+        use tokio::io::AsyncWriteExt;
+        let (p, mut peers) = pool(1, 1);
+        let held = p.checkout().await.unwrap();
+        let marks = Arc::new(Marks::default());
+        let slot = HandOff::with_owner(marks.clone());
+        let mut offered = offer(held.params.packed().clone());
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut w = Box::pin(p.checkout_via(Some(&slot), crate::clock::now_us(), &mut offered));
+        assert!(w.as_mut().poll(&mut cx).is_pending());
+        p.checkin(held, true);
+        // the releasing side wrote the request and recorded the link; the client slept on
+        let mut buf = [0u8; 64];
+        peers[0].readable().await.unwrap();
+        let n = peers[0].try_read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], REQ);
+        assert_eq!((wakes.0.load(Relaxed), marks.0.load(Relaxed)), (0, 1));
+        // the server's answer wakes it
+        peers[0].write_all(b"Z\0\0\0\x05I").await.unwrap();
+        for _ in 0..200 {
+            if wakes.0.load(Relaxed) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(wakes.0.load(Relaxed), 1);
+        let Poll::Ready(Ok(s)) = w.as_mut().poll(&mut cx) else {
+            panic!("the client gets the server");
+        };
+        drop(w);
+        let o = offered.unwrap();
+        assert!(o.req.is_empty() && o.sent == REQ.len() && o.sent_at > 0);
+        p.checkin(s, false);
+    }
+
+    #[tokio::test]
+    async fn other_parameters_or_a_client_gone_keep_the_request_or_close_the_server() {
+        let (p, _peers) = pool(1, 1);
+        let held = p.checkout().await.unwrap();
+        let marks = Arc::new(Marks::default());
+        let slot = HandOff::with_owner(marks.clone());
+        // parameters differ: nothing is sent, the client is woken to sync them itself
+        let mut offered = offer(Arc::from(vec![1u8, 9, 9]));
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut w = Box::pin(p.checkout_via(Some(&slot), crate::clock::now_us(), &mut offered));
+        assert!(w.as_mut().poll(&mut cx).is_pending());
+        p.checkin(held, true);
+        assert_eq!((wakes.0.load(Relaxed), marks.0.load(Relaxed)), (1, 0));
+        let Poll::Ready(Ok(s)) = w.as_mut().poll(&mut cx) else {
+            panic!("the client gets the server");
+        };
+        drop(w);
+        let o = offered.unwrap();
+        assert!(o.req[..] == *REQ && o.sent == 0 && o.sent_at == 0);
+
+        // sent on ahead, then the client gives up before it takes the server: the server holds
+        // a request nobody reads, so it is closed, not passed on
+        let mut offered = offer(s.params.packed().clone());
+        let mut w = Box::pin(p.checkout_via(Some(&slot), crate::clock::now_us(), &mut offered));
+        assert!(w.as_mut().poll(&mut cx).is_pending());
+        p.checkin(s, true);
+        assert_eq!(marks.0.load(Relaxed), 1);
+        drop(w);
+        let (active, idle, total, waiting) = p.counts();
+        assert_eq!((active, idle, total, waiting), (0, 0, 0, 0));
     }
 }

@@ -17,7 +17,7 @@ use crate::params::{ParamSet, Tracked};
 use crate::server::login::WelcomeParams;
 use crate::server::{ServerConn, ServerError, ServerTarget};
 use group::ConnGroup;
-pub use handoff::HandOff;
+pub use handoff::{HandOff, Offer, OnLink};
 use stats::PoolStats;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -267,16 +267,20 @@ impl Pool {
     /// Take a server for a client: an idle one (LIFO), else wait in FIFO order for one that is
     /// released or newly connected, for at most query_wait_timeout.
     pub async fn checkout(self: &Arc<Self>) -> Result<ServerConn, CheckoutError> {
-        self.checkout_via(None, crate::clock::now_us()).await
+        self.checkout_via(None, crate::clock::now_us(), &mut None)
+            .await
     }
 
     /// `checkout`, waiting (if it has to) on the client's own hand-off slot, so a queued
     /// transaction allocates nothing; without one a slot is made for this wait. `now_us` is the
-    /// caller's clock reading (`crate::clock`), the start of a wait.
+    /// caller's clock reading (`crate::clock`), the start of a wait. A queued wait takes
+    /// `offer` (the request the releasing client may send on ahead, see `HandOff::presend`)
+    /// and puts back what is left of it.
     pub async fn checkout_via(
         self: &Arc<Self>,
         slot: Option<&Arc<HandOff>>,
         now_us: u64,
+        offer: &mut Option<Offer>,
     ) -> Result<ServerConn, CheckoutError> {
         let owned: Arc<HandOff>;
         let me = crate::shard::current();
@@ -316,7 +320,7 @@ impl Pool {
                     &owned
                 }
             };
-            slot.enqueue();
+            slot.enqueue(offer.take());
             g.waiters.push(me, (now_us, slot.clone()));
             // no new connect (nor eviction for one) while enough are in flight
             let room = g.wants_connect();
@@ -335,12 +339,15 @@ impl Pool {
             }
             slot
         };
-        let wait = handoff::Wait {
+        let mut wait = handoff::Wait {
             pool: self,
             slot,
             done: false,
+            back: None,
         };
-        match wait.await {
+        let r = (&mut wait).await;
+        *offer = wait.back.take();
+        match r {
             Ok(s) => Ok(localize(s, me)),
             Err(Some((code, msg))) => Err(CheckoutError::Server(code, msg)),
             Err(None) => Err(CheckoutError::WaitTimeout),
@@ -408,7 +415,21 @@ impl Pool {
             return;
         }
         server.last_used = now;
-        self.hand_over(&mut g, server);
+        // as hand_over, but the waiting client's request may go on ahead (outside the lock)
+        let ahead = match g.waiters.pop_for(server.shard) {
+            Some((_, w)) => {
+                g.active += 1;
+                w.deliver_deferred(server).then_some(w)
+            }
+            None => {
+                g.idle.push(server);
+                None
+            }
+        };
+        drop(g);
+        if let Some(w) = ahead {
+            w.presend(now);
+        }
     }
 
     /// PgBouncer's life_over: past server_lifetime (0 = use once), and lifetime closes are spread
@@ -494,13 +515,19 @@ impl Pool {
     /// A queued checkout was given up (its future dropped): leave the queue, or pass on a
     /// server that was delivered but never taken. Under the pool lock, so no hand-over can
     /// slip between the check and the removal.
-    fn withdraw(&self, slot: &Arc<HandOff>) {
+    fn withdraw(self: &Arc<Self>, slot: &Arc<HandOff>) {
         let mut g = self.inner.lock().unwrap();
-        let (queued, delivered) = slot.withdraw();
+        let (queued, delivered, offer) = slot.withdraw();
         if queued {
             g.waiters.remove(slot);
         }
         if let Some(Ok(server)) = delivered {
+            if offer.is_some_and(|o| o.sent > 0) {
+                // the server has (part of) a request whose client is gone
+                drop(g);
+                self.close_active(server, "client disconnect while server was not ready");
+                return;
+            }
             g.active -= 1;
             self.hand_over(&mut g, server);
         }

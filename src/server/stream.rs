@@ -145,6 +145,18 @@ impl Stream {
         }
     }
 
+    /// Forget read readiness seen earlier (the next data to arrive is reported anew), so a
+    /// waker registered next is woken by it. Data already in the socket is not lost: it is read
+    /// with the next.
+    pub fn clear_read_ready(&self) {
+        let nothing = || Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock));
+        let _ = match self {
+            Stream::Tcp(s) => s.try_io(tokio::io::Interest::READABLE, nothing),
+            Stream::Unix(s) => s.try_io(tokio::io::Interest::READABLE, nothing),
+            Stream::Tls(_) => Ok(()),
+        };
+    }
+
     /// Read into the spare capacity of `buf` (as `AsyncReadExt::read_buf`, without a future).
     #[inline]
     pub fn poll_read_buf(

@@ -1,14 +1,45 @@
 //! Taking a server for a transaction: PAUSE and shutdown checks, the wait queue with query_wait_notify, server_check_query, parameter sync.
 
 use super::{Relay, checkout_error};
+use crate::cancel::CancelSlot;
 use crate::client::ClientError;
-use crate::client::timers;
+use crate::client::timers::{self, ClientTimers};
+use crate::pool::{Mode, Offer};
 use crate::server::ServerConn;
 use crate::server::login::run_simple;
 use bytes::BytesMut;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::Poll;
+
+/// What the releasing client records for this one when it sends its request on ahead
+/// (`HandOff::presend`): the same as `acquire` records itself.
+#[derive(Debug)]
+pub(super) struct LinkMarks {
+    pub cancel: Arc<CancelSlot>,
+    pub timers: Option<Arc<ClientTimers>>,
+}
+
+impl crate::pool::OnLink for LinkMarks {
+    fn linked(&self, server: &ServerConn, now_us: u64) {
+        mark_linked(&self.cancel, self.timers.as_deref(), server, now_us / 1000);
+    }
+}
+
+/// The client is linked to `server`: cancel requests go there; the janitor and SHOW CLIENTS
+/// see it active.
+fn mark_linked(cancel: &CancelSlot, t: Option<&ClientTimers>, server: &ServerConn, now_ms: u64) {
+    cancel.link(&server.addr, server.key);
+    if let Some(t) = t {
+        t.xact_start.store(now_ms, Relaxed);
+        t.server_activity.store(now_ms, Relaxed);
+        t.wait_start.store(0, Relaxed);
+        t.request_time.store(now_ms, Relaxed);
+        t.server_id.store(server.id, Relaxed);
+        t.state.store(timers::LINKED, Relaxed);
+    }
+}
 
 impl Relay<'_> {
     /// Take a server for the next transaction and bring its tracked parameters in line.
@@ -42,10 +73,23 @@ impl Relay<'_> {
             }
         }
         loop {
-            let mut server = self.checkout_with_notice().await?;
+            let mut offer = self.offer();
+            let r = self.checkout_with_notice(&mut offer).await;
+            // what was not sent on ahead is written as usual; `sent_at`: all of it was, and the
+            // link recorded then
+            let (sent, sent_at) = match offer {
+                Some(o) => {
+                    self.c_out = o.req;
+                    (o.sent, o.sent_at)
+                }
+                None => (0, 0),
+            };
+            let mut server = r?;
             self.tick();
             // server_check_delay / server_check_query: test a server that sat idle too long
-            if let Some(q) = &self.check_query
+            // (one handed over with a request sent on ahead was in use just now)
+            if sent == 0
+                && let Some(q) = &self.check_query
                 && self.now_us.saturating_sub(server.last_used)
                     >= crate::clock::us(self.check_delay)
                 && run_simple(&mut server, q, &self.shared.tracked)
@@ -55,7 +99,10 @@ impl Relay<'_> {
                 self.pool.close_active(server, "server check failed");
                 continue;
             }
-            if let Some(sql) = self.params.sync_sql(&server.params, &self.shared.tracked) {
+            // (a request is sent on ahead only to a server with the client's parameters)
+            if sent == 0
+                && let Some(sql) = self.params.sync_sql(&server.params, &self.shared.tracked)
+            {
                 match run_simple(&mut server, &sql, &self.shared.tracked).await {
                     Ok(()) => {
                         for i in 0..self.shared.tracked.len() {
@@ -78,23 +125,19 @@ impl Relay<'_> {
                     }
                 }
             }
+            let linked_at = if sent_at > 0 {
+                sent_at
+            } else {
+                mark_linked(&self.slot, self.timers.as_deref(), &server, self.now_ms);
+                self.now_us
+            };
             let stats = self.pool.stats.local();
-            let waited = self.now_us.saturating_sub(wait_start);
+            let waited = linked_at.saturating_sub(wait_start);
             crate::pool::stats::PoolStats::add(&stats.wait_time_us, waited);
             stats.wait_hist.observe(waited);
             crate::pool::stats::PoolStats::add(&stats.server_assignments, 1);
-            self.slot.link(&server.addr, server.key);
-            if let Some(t) = &self.timers {
-                let now = self.now_ms;
-                t.xact_start.store(now, Relaxed);
-                t.server_activity.store(now, Relaxed);
-                t.wait_start.store(0, Relaxed);
-                t.request_time.store(now, Relaxed);
-                t.server_id.store(server.id, Relaxed);
-                t.state.store(timers::LINKED, Relaxed);
-            }
             self.status = b'I';
-            self.xact_start = Some(self.now_us);
+            self.xact_start = Some(linked_at);
             // the server's own read buffer serves this transaction
             std::mem::swap(&mut self.s_in, &mut server.rbuf);
             self.server = Some(server);
@@ -107,7 +150,10 @@ impl Relay<'_> {
     /// queued, admin commands). The janitor watches the wait (query_wait_notify, query_timeout,
     /// query_wait_timeout): no timer is armed per checkout, and one hand-written poll (no
     /// `select!` futures) checks the checkout, then the kill switch and the notice flag.
-    async fn checkout_with_notice(&mut self) -> Result<ServerConn, ClientError> {
+    async fn checkout_with_notice(
+        &mut self,
+        offer: &mut Option<Offer>,
+    ) -> Result<ServerConn, ClientError> {
         // field borrows, no Arc clones: this runs once per transaction
         let t = self.timers.as_deref();
         if let Some(t) = t
@@ -115,7 +161,11 @@ impl Relay<'_> {
         {
             t.wait_notice.store(0, Relaxed);
         }
-        let mut fut = std::pin::pin!(self.pool.checkout_via(Some(&self.handoff), self.now_us));
+        let mut fut = std::pin::pin!(self.pool.checkout_via(
+            Some(&self.handoff),
+            self.now_us,
+            offer
+        ));
         loop {
             let r = std::future::poll_fn(|cx| {
                 if let Poll::Ready(r) = fut.as_mut().poll(cx) {
@@ -146,6 +196,34 @@ impl Relay<'_> {
                 let _ = self.conn.write_all(&b).await;
             }
         }
+    }
+}
+
+impl Relay<'_> {
+    /// The request a releasing client may send on ahead if this one has to queue: complete,
+    /// ending in a message the server answers (so this client is woken by the answer), and the
+    /// same whichever server gets it (nothing waits for a server to be rewritten, no check query
+    /// due).
+    fn offer(&mut self) -> Option<Offer> {
+        if self.mode == Mode::Session
+            || self.c_out.is_empty()
+            || self.need_server
+            || self.ps_stalled
+            || !self.conn.rbuf.is_empty()
+            || self.pending == 0
+            || self.ext_open
+            || self.copy_in
+            || (self.check_query.is_some() && self.check_delay.is_zero())
+        {
+            return None;
+        }
+        Some(Offer {
+            req: std::mem::take(&mut self.c_out),
+            params: self.params.packed().clone(),
+            shard: crate::shard::current(),
+            sent: 0,
+            sent_at: 0,
+        })
     }
 }
 
