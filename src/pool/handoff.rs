@@ -429,59 +429,79 @@ mod tests {
         })
     }
 
-    #[tokio::test]
-    async fn a_queued_request_goes_on_ahead_and_its_client_wakes_on_the_answer() {
-        use tokio::io::AsyncWriteExt;
-        let (p, mut peers) = pool(1, 1);
+    /// A pool of one server, checked out (`held`), and a client's slot whose links and wakes
+    /// are counted.
+    struct Queued {
+        p: Arc<Pool>,
+        peers: Vec<tokio::net::UnixStream>,
+        held: ServerConn,
+        marks: Arc<Marks>,
+        slot: Arc<HandOff>,
+        wakes: Arc<Wakes>,
+        waker: Waker,
+    }
+
+    async fn queued() -> Queued {
+        let (p, peers) = pool(1, 1);
         let held = p.checkout().await.unwrap();
         let marks = Arc::new(Marks::default());
         let slot = HandOff::with_owner(marks.clone());
-        let mut offered = offer(held.params.packed().clone());
         let wakes = Arc::new(Wakes::default());
         let waker = Waker::from(wakes.clone());
-        let mut cx = Context::from_waker(&waker);
-        let mut w = Box::pin(p.checkout_via(Some(&slot), crate::clock::now_us(), &mut offered));
+        Queued {
+            p,
+            peers,
+            held,
+            marks,
+            slot,
+            wakes,
+            waker,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_queued_request_goes_on_ahead_and_its_client_wakes_on_the_answer() {
+        use tokio::io::AsyncWriteExt;
+        let mut q = queued().await;
+        let mut offered = offer(q.held.params.packed().clone());
+        let mut cx = Context::from_waker(&q.waker);
+        let mut w = Box::pin(q.p.checkout_via(Some(&q.slot), crate::clock::now_us(), &mut offered));
         assert!(w.as_mut().poll(&mut cx).is_pending());
-        p.checkin(held, true);
+        q.p.checkin(q.held, true);
         // the releasing side wrote the request and recorded the link; the client slept on
         let mut buf = [0u8; 64];
-        peers[0].readable().await.unwrap();
-        let n = peers[0].try_read(&mut buf).unwrap();
+        q.peers[0].readable().await.unwrap();
+        let n = q.peers[0].try_read(&mut buf).unwrap();
         assert_eq!(&buf[..n], REQ);
-        assert_eq!((wakes.0.load(Relaxed), marks.0.load(Relaxed)), (0, 1));
+        assert_eq!((q.wakes.0.load(Relaxed), q.marks.0.load(Relaxed)), (0, 1));
         // the server's answer wakes it
-        peers[0].write_all(b"Z\0\0\0\x05I").await.unwrap();
+        q.peers[0].write_all(b"Z\0\0\0\x05I").await.unwrap();
         for _ in 0..200 {
-            if wakes.0.load(Relaxed) > 0 {
+            if q.wakes.0.load(Relaxed) > 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(wakes.0.load(Relaxed), 1);
+        assert_eq!(q.wakes.0.load(Relaxed), 1);
         let Poll::Ready(Ok(s)) = w.as_mut().poll(&mut cx) else {
             panic!("the client gets the server");
         };
         drop(w);
         let o = offered.unwrap();
         assert!(o.req.is_empty() && o.sent == REQ.len() && o.sent_at > 0);
-        p.checkin(s, false);
+        q.p.checkin(s, false);
     }
 
     #[tokio::test]
     async fn other_parameters_or_a_client_gone_keep_the_request_or_close_the_server() {
-        let (p, _peers) = pool(1, 1);
-        let held = p.checkout().await.unwrap();
-        let marks = Arc::new(Marks::default());
-        let slot = HandOff::with_owner(marks.clone());
+        let q = queued().await;
         // parameters differ: nothing is sent, the client is woken to sync them itself
         let mut offered = offer(Arc::from(vec![1u8, 9, 9]));
-        let wakes = Arc::new(Wakes::default());
-        let waker = Waker::from(wakes.clone());
-        let mut cx = Context::from_waker(&waker);
-        let mut w = Box::pin(p.checkout_via(Some(&slot), crate::clock::now_us(), &mut offered));
+        let mut cx = Context::from_waker(&q.waker);
+        let mut w = Box::pin(q.p.checkout_via(Some(&q.slot), crate::clock::now_us(), &mut offered));
         assert!(w.as_mut().poll(&mut cx).is_pending());
-        p.checkin(held, true);
-        assert_eq!((wakes.0.load(Relaxed), marks.0.load(Relaxed)), (1, 0));
+        q.p.checkin(q.held, true);
+        assert_eq!((q.wakes.0.load(Relaxed), q.marks.0.load(Relaxed)), (1, 0));
         let Poll::Ready(Ok(s)) = w.as_mut().poll(&mut cx) else {
             panic!("the client gets the server");
         };
@@ -492,12 +512,12 @@ mod tests {
         // sent on ahead, then the client gives up before it takes the server: the server holds
         // a request nobody reads, so it is closed, not passed on
         let mut offered = offer(s.params.packed().clone());
-        let mut w = Box::pin(p.checkout_via(Some(&slot), crate::clock::now_us(), &mut offered));
+        let mut w = Box::pin(q.p.checkout_via(Some(&q.slot), crate::clock::now_us(), &mut offered));
         assert!(w.as_mut().poll(&mut cx).is_pending());
-        p.checkin(s, true);
-        assert_eq!(marks.0.load(Relaxed), 1);
+        q.p.checkin(s, true);
+        assert_eq!(q.marks.0.load(Relaxed), 1);
         drop(w);
-        let (active, idle, total, waiting) = p.counts();
+        let (active, idle, total, waiting) = q.p.counts();
         assert_eq!((active, idle, total, waiting), (0, 0, 0, 0));
     }
 }
