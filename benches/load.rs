@@ -361,6 +361,8 @@ struct Ctx {
     dir: PathBuf,
     quick: bool,
     secs: u32,
+    /// Rounds of each storm (fresh poolers each round); the median is reported.
+    rounds: u32,
     app_user: String,
     app_password: String,
     auth_user: String,
@@ -814,6 +816,7 @@ fn main() {
             dir: dir.clone(),
             quick,
             secs,
+            rounds,
             app_user: seed.app_user.clone(),
             app_password: seed.app_password.clone(),
             auth_user: seed.auth_user.clone(),

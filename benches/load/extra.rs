@@ -425,6 +425,15 @@ fn vm_rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
+/// One storm's outcome.
+struct StormRun {
+    secs: f64,
+    failed: usize,
+    cpu: f64,
+    clients: f64,
+    busy: f64,
+}
+
 /// The extras, as a markdown section.
 pub fn run(ctx: &super::Ctx, guard: &mut super::Kill, targets: &[super::Target]) -> String {
     use std::fmt::Write as _;
@@ -527,60 +536,93 @@ pub fn run(ctx: &super::Ctx, guard: &mut super::Kill, targets: &[super::Target])
         .unwrap();
         let _ = writeln!(
             md,
-            "Connection storm: {storm_n} clients connect at once (SCRAM-SHA-256, password looked up with auth_query through `{}`), each runs `select 1`; time until the last answer (the clients' PBKDF2 is done once beforehand, so this is the poolers' time):\n",
+            "Connection storm: {storm_n} clients connect at once (SCRAM-SHA-256, password looked up with auth_query through `{}`), each runs `select 1`; time until the last answer (the clients' PBKDF2 is done once beforehand, so this is the poolers' time), fresh poolers each round, median of the rounds:\n",
             ctx.auth_user
         );
-        for (tag, cache_ttl) in [("storm", 0u32), ("storm-cached", 60)] {
-            let aq_path = aq.display().to_string();
-            let auth_user = ctx.auth_user.clone();
-            let tweak = move |ini: String, who: &str| {
-                // the benchmark's auth_file (with the app user) is replaced by one with the auth user;
-                // a listen backlog that holds the whole storm (else dropped SYNs cost 1 s retries)
-                let mut s = ini.replace("auth_file = ", "; auth_file = ");
-                s.push_str("listen_backlog = 4096\n");
-                s.push_str(&format!(
-                    "auth_file = {aq_path}\nauth_user = {auth_user}\nauth_query = SELECT usename, passwd FROM user_search($1)\n"
-                ));
-                if who == "pgmux" && cache_ttl > 0 {
-                    s.push_str(&format!("auth_query_cache_ttl = {cache_ttl}\n"));
-                }
-                s
-            };
-            let started = start_pair(ctx, guard, tag, &tweak);
-            for st in &started {
-                if cache_ttl > 0 && st.name != "pgmux" {
-                    continue;
-                }
-                let cache: KeyCache = Arc::default();
-                let cpu0 = super::proc_usage(st.pid).0;
-                let own0 = super::proc_usage(std::process::id()).0;
-                let m0 = machine_jiffies();
-                let (took, failed) =
-                    storm(st.port, &ctx.app_user, &ctx.app_password, storm_n, &cache);
-                let cpu = super::proc_usage(st.pid).0 - cpu0;
-                // the clients run in this process: their CPU, and how busy the whole machine was
-                let clients = super::proc_usage(std::process::id()).0 - own0;
-                let m1 = machine_jiffies();
-                let busy = 100.0 * (m1.0 - m0.0) as f64 / ((m1.1 - m0.1).max(1)) as f64;
-                let label = if cache_ttl > 0 {
-                    format!("{} with auth_query_cache_ttl = {cache_ttl}", st.name)
-                } else {
-                    st.name.to_string()
-                };
-                eprintln!(
-                    "storm {label}: {took:?}, {failed} failed, pooler CPU {cpu:.2} s, clients' CPU {clients:.2} s, machine {busy:.0}% busy"
-                );
-                let _ = writeln!(
-                    md,
-                    "- {label}: {:.2} s (pooler CPU {cpu:.2} s, clients' CPU {clients:.2} s, all cores {busy:.0}% busy){}",
-                    took.as_secs_f64(),
-                    if failed > 0 {
-                        format!(" ({failed} failed)")
-                    } else {
-                        String::new()
+        // fresh poolers for each round (a pool warmed by one storm would speed up the next), the
+        // median round reported per pooler
+        let mut runs: Vec<(String, Vec<StormRun>)> = Vec::new();
+        for round in 0..ctx.rounds.max(1) {
+            for (tag, cache_ttl) in [("storm", 0u32), ("storm-cached", 60)] {
+                let aq_path = aq.display().to_string();
+                let auth_user = ctx.auth_user.clone();
+                let tweak = move |ini: String, who: &str| {
+                    // the benchmark's auth_file (with the app user) is replaced by one with the
+                    // auth user; a listen backlog that holds the whole storm (else dropped SYNs
+                    // cost 1 s retries)
+                    let mut s = ini.replace("auth_file = ", "; auth_file = ");
+                    s.push_str("listen_backlog = 4096\n");
+                    s.push_str(&format!(
+                        "auth_file = {aq_path}\nauth_user = {auth_user}\nauth_query = SELECT usename, passwd FROM user_search($1)\n"
+                    ));
+                    if who == "pgmux" && cache_ttl > 0 {
+                        s.push_str(&format!("auth_query_cache_ttl = {cache_ttl}\n"));
                     }
-                );
+                    s
+                };
+                let started = start_pair(ctx, guard, &format!("{tag}-{round}"), &tweak);
+                for st in &started {
+                    if cache_ttl > 0 && st.name != "pgmux" {
+                        continue;
+                    }
+                    let cache: KeyCache = Arc::default();
+                    let cpu0 = super::proc_usage(st.pid).0;
+                    let own0 = super::proc_usage(std::process::id()).0;
+                    let m0 = machine_jiffies();
+                    let (took, failed) =
+                        storm(st.port, &ctx.app_user, &ctx.app_password, storm_n, &cache);
+                    let cpu = super::proc_usage(st.pid).0 - cpu0;
+                    // the clients run in this process: their CPU, and how busy the machine was
+                    let clients = super::proc_usage(std::process::id()).0 - own0;
+                    let m1 = machine_jiffies();
+                    let busy = 100.0 * (m1.0 - m0.0) as f64 / ((m1.1 - m0.1).max(1)) as f64;
+                    let label = if cache_ttl > 0 {
+                        format!("{} with auth_query_cache_ttl = {cache_ttl}", st.name)
+                    } else {
+                        st.name.to_string()
+                    };
+                    eprintln!(
+                        "storm round {} {label}: {took:?}, {failed} failed, pooler CPU {cpu:.2} s, clients' CPU {clients:.2} s, machine {busy:.0}% busy",
+                        round + 1
+                    );
+                    let run = StormRun {
+                        secs: took.as_secs_f64(),
+                        failed,
+                        cpu,
+                        clients,
+                        busy,
+                    };
+                    match runs.iter_mut().find(|(l, _)| *l == label) {
+                        Some((_, v)) => v.push(run),
+                        None => runs.push((label, vec![run])),
+                    }
+                }
+                // this round's poolers go, with their server connections
+                for st in &started {
+                    unsafe { libc::kill(st.pid as i32, libc::SIGTERM) };
+                }
             }
+        }
+        for (label, mut v) in runs {
+            v.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+            let all: Vec<String> = v.iter().map(|r| format!("{:.2}", r.secs)).collect();
+            let m = &v[v.len() / 2];
+            let failed: usize = v.iter().map(|r| r.failed).sum();
+            let _ = writeln!(
+                md,
+                "- {label}: {:.2} s median of {} (all: {} s; the median round's pooler CPU {:.2} s, clients' CPU {:.2} s, all cores {:.0}% busy){}",
+                m.secs,
+                v.len(),
+                all.join(" / "),
+                m.cpu,
+                m.clients,
+                m.busy,
+                if failed > 0 {
+                    format!(" ({failed} failed in all)")
+                } else {
+                    String::new()
+                }
+            );
         }
     }
 
