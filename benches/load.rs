@@ -677,29 +677,33 @@ fn main() {
             }
         }
     }
-    // single-client latency
-    let mut single = Vec::new();
-    for t in &targets {
-        let t1 = Target {
-            name: t.name,
-            port: t.port,
-            clients: 1,
-            pids: t.pids.clone(),
-        };
-        let r = run_pgbench(
-            &pg,
-            &t1,
-            "simple",
-            if quick { 2 } else { 5 },
-            &dir.join("pgbench-log"),
-            &seed.app_password,
-            if tls && t.name != "PostgreSQL direct" {
-                "require"
-            } else {
-                "disable"
-            },
-        );
-        single.push((t.name, r.avg_ms));
+    // single-client latency: `rounds` rounds, the targets interleaved in each, median reported
+    let mut single: Vec<(&str, Vec<f64>)> = targets.iter().map(|t| (t.name, Vec::new())).collect();
+    for _ in 0..rounds {
+        for (t, (_, runs)) in targets.iter().zip(single.iter_mut()) {
+            let t1 = Target {
+                name: t.name,
+                port: t.port,
+                clients: 1,
+                pids: t.pids.clone(),
+            };
+            let r = run_pgbench(
+                &pg,
+                &t1,
+                "simple",
+                if quick { 2 } else { 5 },
+                &dir.join("pgbench-log"),
+                &seed.app_password,
+                if tls && t.name != "PostgreSQL direct" {
+                    "require"
+                } else {
+                    "disable"
+                },
+            );
+            if r.avg_ms > 0.0 {
+                runs.push(r.avg_ms);
+            }
+        }
     }
 
     let mut md = String::new();
@@ -799,10 +803,21 @@ fn main() {
     }
     let _ = writeln!(
         md,
-        "\nSingle client, `SELECT` via pgbench -S -M simple, average latency:"
+        "\nSingle client, `SELECT` via pgbench -S -M simple, average latency (the targets interleaved in each round):"
     );
-    for (name, ms) in &single {
-        let _ = writeln!(md, "- {name}: {ms:.3} ms");
+    for (name, runs) in &single {
+        if runs.is_empty() {
+            let _ = writeln!(md, "- {name}: no run completed");
+            continue;
+        }
+        let all: Vec<String> = runs.iter().map(|x| format!("{x:.3}")).collect();
+        let _ = writeln!(
+            md,
+            "- {name}: {:.3} ms (median of {}: {})",
+            median(runs.clone()),
+            runs.len(),
+            all.join(", ")
+        );
     }
     println!("\n{md}");
     let target_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
