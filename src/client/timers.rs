@@ -130,31 +130,39 @@ pub struct ClientMeta {
 }
 
 /// One logged-in client as the janitor and the admin console see it: timestamps, state, kill switch.
+///
+/// Laid out in declaration order, aligned to a cache line: the eight words a transaction
+/// writes fill the first line; the flags, the registered waker's identity and the limits (what
+/// every poll and the janitor read) the second; what SHOW CLIENTS alone reads comes after. With
+/// a thousand clients a client's lines are evicted between its transactions, so each line
+/// touched is a miss.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub struct ClientTimers {
-    pub meta: ClientMeta,
-    pub limits: Limits,
     /// The server this client holds now (0: none).
     pub server_id: AtomicU64,
     /// When the client started waiting for a server (0: not waiting).
     pub wait_start: AtomicU64,
     /// Last time the client sent a request.
     pub request_time: AtomicU64,
-    /// Named prepared statements the client holds (SHOW CLIENTS).
-    pub prepared: std::sync::atomic::AtomicUsize,
     /// Transactions completed on this connection (a shutdown lets a fresh client run its first).
     pub xacts: AtomicU64,
-    pub state: AtomicU8,
     /// First request of the query in flight (0: none).
     pub query_start: AtomicU64,
     /// When the current server was taken (0: none).
     pub xact_start: AtomicU64,
     /// Last byte from the linked server.
     pub server_activity: AtomicU64,
-    /// Set when the last ReadyForQuery said 'T' or 'E'.
-    pub idle_tx: AtomicU8,
     /// When the client last became idle (no server).
     pub idle_since: AtomicU64,
+    /// The client's task is woken when `kill`, `trim` or `wait_notice` is set (one waiter: the
+    /// client's own task). Waking leaves it registered, so a task polled again with the same
+    /// waker does not register again: `registered` names the waker stored in `waker` (its data
+    /// and vtable addresses, written under the lock) and the poller compares it without locking.
+    registered: [AtomicUsize; 2],
+    pub state: AtomicU8,
+    /// Set when the last ReadyForQuery said 'T' or 'E'.
+    pub idle_tx: AtomicU8,
     kill: AtomicU8,
     /// The idle client keeps relay buffers (set by the client, cleared when it frees them).
     pub holds_buffers: AtomicBool,
@@ -162,12 +170,11 @@ pub struct ClientTimers {
     trim: AtomicBool,
     /// query_wait_notify for the current wait: 0 not yet, 1 asked by the janitor, 2 sent.
     pub wait_notice: AtomicU8,
-    /// The client's task, woken when `kill`, `trim` or `wait_notice` is set (one waiter: the
-    /// client's own task). Waking leaves it registered, so a task polled again with the same
-    /// waker does not register again: `registered` names the waker stored here (its data and
-    /// vtable addresses, written under the lock) and the poller compares it without locking.
+    pub limits: Limits,
+    /// Named prepared statements the client holds (SHOW CLIENTS).
+    pub prepared: std::sync::atomic::AtomicUsize,
     waker: Mutex<Option<Waker>>,
-    registered: [AtomicUsize; 2],
+    pub meta: ClientMeta,
 }
 
 /// A waker's identity: the addresses of its data and vtable (what `Waker::will_wake` compares).
@@ -484,5 +491,22 @@ mod tests {
         t.check(now + TRIM_AFTER_MS + 1);
         assert!(t.take_trim());
         assert!(!t.take_trim());
+    }
+}
+#[cfg(test)]
+mod layout {
+    use super::{ClientTimers as T, Limits};
+    use std::mem::{align_of, offset_of, size_of};
+
+    /// What a transaction writes fills the first cache line; what every poll and the janitor
+    /// read, the second.
+    #[test]
+    fn hot_fields_take_the_first_two_cache_lines() {
+        assert_eq!(align_of::<T>(), 64);
+        assert_eq!(offset_of!(T, server_id), 0);
+        assert_eq!(offset_of!(T, idle_since) + 8, 64);
+        assert_eq!(offset_of!(T, registered), 64);
+        assert!(offset_of!(T, wait_notice) < 128);
+        assert!(offset_of!(T, limits) + size_of::<Limits>() <= 128);
     }
 }
