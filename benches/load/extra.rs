@@ -356,7 +356,7 @@ fn start_pair(
         "pgmux",
     );
     std::fs::write(ctx.dir.join(format!("{name}.ini")), text).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pgmux"))
+    let child = std::process::Command::new(super::pgmux_bin())
         .arg("-q")
         .arg(ctx.dir.join(format!("{name}.ini")))
         .stdout(std::process::Stdio::null())
