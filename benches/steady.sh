@@ -14,7 +14,13 @@ set -euo pipefail
 PAIRS=${1:-3}
 MODE=${MODE:-simple}
 SCALE=${SCALE:-1}
-PGMUX=$(realpath "${PGMUX:-target/release/pgmux}")
+if [ -z "${PGMUX:-}" ]; then
+  # the shipped build: `cargo bench` leaves another build of pgmux (the dev-dependencies'
+  # features) at target/release/pgmux, one the PGO profile does not apply to (benches/load.rs)
+  cargo build --release --quiet --bin pgmux
+  PGMUX=target/release/pgmux
+fi
+PGMUX=$(realpath "$PGMUX")
 BIN=$(pg_config --bindir)
 DIR=$(mktemp -d /tmp/pgmux-steady.XXXXXX)
 chmod 777 "$DIR"
