@@ -161,11 +161,9 @@ impl Shards {
         let shared = shared.clone();
         if k == current() as usize || me.handles.len() == 1 {
             // boxed: the client future is several KiB, and tokio moves an unboxed one
-            // through several frames on spawn (a copy each)
-            tokio::spawn(Box::pin(async move {
-                let _seat = seat;
-                crate::client::handle(stream, peer, shared).await
-            }));
+            // through several frames on spawn (a copy each); the seat goes into it as an
+            // argument (a wrapping `async` block would be one more future state per poll)
+            tokio::spawn(Box::pin(crate::client::handle(stream, peer, shared, seat)));
             return;
         }
         let moved = match stream {
@@ -181,13 +179,12 @@ impl Shards {
             }
         };
         me.handles[k].spawn(Box::pin(async move {
-            let _seat = seat;
             let stream = match moved {
                 Moved::Tcp(s) => tokio::net::TcpStream::from_std(s).map(Stream::Tcp),
                 Moved::Unix(s) => tokio::net::UnixStream::from_std(s).map(Stream::Unix),
             };
             match stream {
-                Ok(s) => crate::client::handle(s, peer, shared).await,
+                Ok(s) => crate::client::handle(s, peer, shared, seat).await,
                 Err(e) => tracing::warn!("accept: could not register the connection: {e}"),
             }
         }));

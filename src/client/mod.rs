@@ -68,8 +68,9 @@ impl ClientError {
     }
 }
 
-/// Serve one accepted connection until it ends. Never panics on client input.
-pub async fn handle(stream: Stream, peer: String, shared: Arc<Shared>) {
+/// Serve one accepted connection until it ends. Never panics on client input. `_seat` is kept
+/// (and dropped) with the connection: the accepting shard's count of its clients.
+pub async fn handle(stream: Stream, peer: String, shared: Arc<Shared>, _seat: impl Send) {
     let (hba_peer, peer_uid) = peer::identify(&stream);
     let mut conn = ClientConn {
         stream,

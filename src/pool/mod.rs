@@ -1,5 +1,6 @@
 //! Pools of server connections keyed by (database, user): checkout with a FIFO wait queue, LIFO reuse, close reasons.
 
+mod checkout;
 mod connect;
 pub mod group;
 mod handoff;
@@ -16,8 +17,9 @@ use crate::auth::ScramClientKeys;
 use crate::params::{ParamSet, Tracked};
 use crate::server::login::WelcomeParams;
 use crate::server::{ServerConn, ServerError, ServerTarget};
+pub use checkout::Begun;
 use group::ConnGroup;
-pub use handoff::{HandOff, Offer, OnLink};
+pub use handoff::{HandOff, Offer, OnLink, Wait};
 use stats::PoolStats;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -264,96 +266,6 @@ impl Pool {
         self.user_group.give();
     }
 
-    /// Take a server for a client: an idle one (LIFO), else wait in FIFO order for one that is
-    /// released or newly connected, for at most query_wait_timeout.
-    pub async fn checkout(self: &Arc<Self>) -> Result<ServerConn, CheckoutError> {
-        self.checkout_via(None, crate::clock::now_us(), &mut None)
-            .await
-    }
-
-    /// `checkout`, waiting (if it has to) on the client's own hand-off slot, so a queued
-    /// transaction allocates nothing; without one a slot is made for this wait. `now_us` is the
-    /// caller's clock reading (`crate::clock`), the start of a wait. A queued wait takes
-    /// `offer` (the request the releasing client may send on ahead, see `HandOff::presend`)
-    /// and puts back what is left of it.
-    pub async fn checkout_via(
-        self: &Arc<Self>,
-        slot: Option<&Arc<HandOff>>,
-        now_us: u64,
-        offer: &mut Option<Offer>,
-    ) -> Result<ServerConn, CheckoutError> {
-        let owned: Arc<HandOff>;
-        let me = crate::shard::current();
-        let slot = {
-            let mut g = self.inner.lock().unwrap();
-            let hot = g.hot;
-            while let Some(mut s) = if hot.round_robin && !g.idle.is_empty() {
-                Some(g.idle.remove(0))
-            } else {
-                take_idle(&mut g.idle, me)
-            } {
-                if s.is_healthy() {
-                    g.active += 1;
-                    drop(g);
-                    return Ok(localize(s, me));
-                }
-                self.free_slot(&mut g);
-                self.forget(&mut g, &s);
-                log_close(self, &s, "server conn crashed?", self.log_disconnections);
-            }
-            // fast fail while server logins are failing (server_login_retry), as PgBouncer
-            if g.total == 0
-                && let Some((at, code, msg)) = self.last_login_error.lock().unwrap().clone()
-                && at.elapsed() < hot.login_retry
-            {
-                return Err(CheckoutError::Server(
-                    code,
-                    format!(
-                        "server login has been failing, cached error: {msg} (server_login_retry)"
-                    ),
-                ));
-            }
-            let slot = match slot {
-                Some(s) => s,
-                None => {
-                    owned = HandOff::new();
-                    &owned
-                }
-            };
-            slot.enqueue(offer.take());
-            g.waiters.push(me, (now_us, slot.clone()));
-            // no new connect (nor eviction for one) while enough are in flight
-            let room = g.wants_connect();
-            let opened = room && self.try_open(&mut g, 0);
-            let capped = room && !opened && g.total < hot.size;
-            drop(g);
-            if opened {
-                self.spawn_connect();
-            } else if capped && self.evict_for_room() {
-                // an idle server of another pool of this database/user was closed to make room
-                let mut g = self.inner.lock().unwrap();
-                if self.try_open(&mut g, 0) {
-                    drop(g);
-                    self.spawn_connect();
-                }
-            }
-            slot
-        };
-        let mut wait = handoff::Wait {
-            pool: self,
-            slot,
-            done: false,
-            back: None,
-        };
-        let r = (&mut wait).await;
-        *offer = wait.back.take();
-        match r {
-            Ok(s) => Ok(localize(s, me)),
-            Err(Some((code, msg))) => Err(CheckoutError::Server(code, msg)),
-            Err(None) => Err(CheckoutError::WaitTimeout),
-        }
-    }
-
     /// PgBouncer's eviction: when max_db_connections/max_user_connections is reached, close the
     /// longest-idle server of another pool of the same database or user.
     fn evict_for_room(self: &Arc<Self>) -> bool {
@@ -578,7 +490,7 @@ fn take_idle(idle: &mut Vec<ServerConn>, me: u16) -> Option<ServerConn> {
 
 /// A server taken by a client on shard `me`, moved to that shard's I/O driver if it lived on
 /// another (kept where it was if that fails: it still works, with wake-ups across threads).
-fn localize(mut s: ServerConn, me: u16) -> ServerConn {
+pub(super) fn localize(mut s: ServerConn, me: u16) -> ServerConn {
     if s.shard != me {
         match s.stream.rehome() {
             Ok(()) => s.shard = me,

@@ -4,7 +4,7 @@ use super::{Relay, checkout_error};
 use crate::cancel::CancelSlot;
 use crate::client::ClientError;
 use crate::client::timers::{self, ClientTimers};
-use crate::pool::{Mode, Offer};
+use crate::pool::{Begun, Mode, Offer};
 use crate::server::ServerConn;
 use crate::server::login::run_simple;
 use bytes::BytesMut;
@@ -161,14 +161,19 @@ impl Relay<'_> {
         {
             t.wait_notice.store(0, Relaxed);
         }
-        let mut fut = std::pin::pin!(self.pool.checkout_via(
-            Some(&self.handoff),
-            self.now_us,
-            offer
-        ));
+        // the queued wait is polled here, not through a checkout future of its own: one
+        // future state less to read on every poll
+        let mut wait = match self
+            .pool
+            .begin_checkout(&self.handoff, self.now_us, offer)
+            .map_err(checkout_error)?
+        {
+            Begun::Ready(s) => return Ok(s),
+            Begun::Queued(w) => w,
+        };
         loop {
             let r = std::future::poll_fn(|cx| {
-                if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+                if let Poll::Ready(r) = std::pin::Pin::new(&mut wait).poll(cx) {
                     return Poll::Ready(Some(r));
                 }
                 match t {
@@ -178,6 +183,7 @@ impl Relay<'_> {
             })
             .await;
             if let Some(r) = r {
+                *offer = wait.take_back();
                 return r.map_err(checkout_error);
             }
             let Some(t) = t else { continue };
