@@ -3,12 +3,7 @@
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pgmux::params::Tracked;
-use pgmux::pool::{Mode, Pool, PoolSettings};
 use pgmux::protocol::scan::Scanner;
-use pgmux::server::stream::Stream;
-use pgmux::server::{ServerAddr, ServerConn, ServerState, ServerTarget};
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
@@ -71,68 +66,8 @@ fn pool(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let tracked = Arc::new(Tracked::new(&[]));
     let pool = rt.block_on(async {
-        let target = ServerTarget {
-            hosts: vec![],
-            port: 5432,
-            default_unix_dir: "/nonexistent".into(),
-            dbname: "db".into(),
-            user: "u".into(),
-            password: std::sync::RwLock::new(None),
-            startup: vec![],
-            connect_query: None,
-            connect_timeout: Duration::from_secs(1),
-            next_host: AtomicUsize::new(0),
-            tls: Arc::new(pgmux::tls::TlsState::new(&pgmux::config::General::default()).unwrap()),
-            scram_keys: Default::default(),
-            dns: Arc::new(pgmux::dns::Dns::new(&pgmux::config::General::default())),
-        };
-        let settings = PoolSettings {
-            size: 50,
-            min_size: 0,
-            mode: Mode::Transaction,
-            server_lifetime: Duration::from_secs(3600),
-            server_idle_timeout: Duration::ZERO,
-            query_wait_timeout: Duration::from_secs(5),
-            round_robin: false,
-            reset_query: None,
-            reserve_size: 0,
-            connect_concurrency: 1,
-            reserve_timeout: Duration::from_secs(5),
-            login_retry: Duration::from_secs(15),
-        };
-        let group = pgmux::pool::group::ConnGroup::new(0);
-        let pool = Pool::new(
-            "db".into(),
-            "u".into(),
-            target,
-            settings,
-            tracked.clone(),
-            false,
-            group.clone(),
-            group,
-        );
-        let mut peers = Vec::new();
-        for _ in 0..50 {
-            let (a, b) = tokio::net::UnixStream::pair().unwrap();
-            peers.push(b);
-            let now = pgmux::clock::now_us();
-            pool.adopt_idle(ServerConn::from(ServerState {
-                id: ServerState::new_id(),
-                stream: Stream::Unix(a),
-                addr: ServerAddr::Unix("/bench".into()),
-                local: String::new(),
-                key: (1, 2),
-                params: tracked.empty_set(),
-                created: now,
-                last_used: now,
-                epoch: 0,
-                prepared: Default::default(),
-                rbuf: Default::default(),
-                shard: 0,
-            }));
-        }
+        let (pool, peers) = pgmux::pool::fixture::socketpair_pool(50, 50, Duration::from_secs(5));
         std::mem::forget(peers); // keep the other ends open for the whole run
         pool
     });

@@ -2,6 +2,8 @@
 
 mod checkout;
 mod connect;
+#[doc(hidden)]
+pub mod fixture;
 pub mod group;
 mod handoff;
 mod janitor;

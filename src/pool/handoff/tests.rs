@@ -2,9 +2,8 @@
 
 use super::HandOff;
 use crate::params::Tracked;
-use crate::pool::{Mode, Pool, PoolSettings};
-use crate::server::stream::Stream;
-use crate::server::{ServerAddr, ServerConn, ServerState, ServerTarget};
+use crate::pool::Pool;
+use crate::server::ServerConn;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -14,69 +13,7 @@ use std::time::Duration;
 
 /// A pool of `size` with `idle` adopted servers (socket pairs; the peers are returned).
 fn pool(size: usize, idle: usize) -> (Arc<Pool>, Vec<tokio::net::UnixStream>) {
-    let general = crate::config::General::default();
-    let target = ServerTarget {
-        hosts: vec![],
-        port: 5432,
-        default_unix_dir: "/nonexistent".into(),
-        dbname: "db".into(),
-        user: "u".into(),
-        password: std::sync::RwLock::new(None),
-        startup: vec![],
-        connect_query: None,
-        connect_timeout: Duration::from_secs(1),
-        next_host: AtomicUsize::new(0),
-        tls: Arc::new(crate::tls::TlsState::new(&general).unwrap()),
-        scram_keys: Default::default(),
-        dns: Arc::new(crate::dns::Dns::new(&general)),
-    };
-    let settings = PoolSettings {
-        size,
-        min_size: 0,
-        mode: Mode::Transaction,
-        server_lifetime: Duration::from_secs(3600),
-        server_idle_timeout: Duration::ZERO,
-        query_wait_timeout: Duration::from_secs(60),
-        round_robin: false,
-        reset_query: None,
-        reserve_size: 0,
-        reserve_timeout: Duration::from_secs(5),
-        login_retry: Duration::from_secs(15),
-        connect_concurrency: 1,
-    };
-    let tracked = Arc::new(Tracked::new(&[]));
-    let group = crate::pool::group::ConnGroup::new(0);
-    let p = Pool::new(
-        "db".into(),
-        "u".into(),
-        target,
-        settings,
-        tracked.clone(),
-        false,
-        group.clone(),
-        group,
-    );
-    let mut peers = Vec::new();
-    for _ in 0..idle {
-        let (a, b) = tokio::net::UnixStream::pair().unwrap();
-        peers.push(b);
-        let now = crate::clock::now_us();
-        p.adopt_idle(ServerConn::from(ServerState {
-            id: ServerState::new_id(),
-            stream: Stream::Unix(a),
-            addr: ServerAddr::Unix("/test".into()),
-            local: String::new(),
-            key: (1, 2),
-            params: tracked.empty_set(),
-            created: now,
-            last_used: now,
-            epoch: 0,
-            prepared: Default::default(),
-            rbuf: Default::default(),
-            shard: 0,
-        }));
-    }
-    (p, peers)
+    crate::pool::fixture::socketpair_pool(size, idle, Duration::from_secs(60))
 }
 
 /// A queued-capable checkout on `slot` (no request to send on ahead).
