@@ -599,6 +599,7 @@ pub fn run(ctx: &super::Ctx, guard: &mut super::Kill, targets: &[super::Target])
                 }
                 // this round's poolers go, with their server connections
                 for st in &started {
+                    // SAFETY: kill(2) on a pooler this benchmark started.
                     unsafe { libc::kill(st.pid as i32, libc::SIGTERM) };
                 }
             }
