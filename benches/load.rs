@@ -5,8 +5,12 @@
 //!
 //! pgmux is the shipped build: `cargo build --release` in `target/shipped` (see `pgmux_bin`).
 
+#[path = "load/cpu.rs"]
+mod cpu;
 #[path = "load/extra.rs"]
 mod extra;
+
+use cpu::{Machine, Steady, children_cpu, postgres_cpu, proc_usage, sys_cpu, usage};
 
 use pgmux::dev::{PgOptions, TempPostgres};
 use std::collections::BTreeMap;
@@ -81,52 +85,12 @@ fn wait_port(port: u16) -> bool {
     false
 }
 
-/// User+system CPU seconds of all waited-for children (pgbench runs) so far.
-fn children_cpu() -> f64 {
-    // SAFETY: getrusage fills a zeroed struct.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-/// (user+system CPU seconds, peak RSS in KiB) of a process.
-fn proc_usage(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // SAFETY: sysconf has no preconditions.
-    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let cpu = if f.len() > 13 {
-        (f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0)) / tck
-    } else {
-        0.0
-    };
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (cpu, hwm)
-}
-
 struct Target {
     name: &'static str,
     port: u16,
     clients: u32,
     /// The pooler's processes (several for an so_reuseport group); empty for PostgreSQL.
     pids: Vec<u32>,
-}
-
-/// CPU and peak RSS summed over `pids`, None when there are none.
-fn usage(pids: &[u32]) -> Option<(f64, u64)> {
-    (!pids.is_empty()).then(|| {
-        pids.iter()
-            .map(|&p| proc_usage(p))
-            .fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
-    })
 }
 
 #[derive(Clone, Default)]
@@ -141,10 +105,23 @@ struct RunResult {
     steady_cpu_per_10k: Option<f64>,
     /// pgbench's own CPU (user+sys of the finished child) per 10k transactions.
     client_cpu_per_10k: Option<f64>,
+    /// Where the CPU went in the steady window: pgbench, PostgreSQL's processes, the whole
+    /// machine (per 10k transactions), and the machine's idle and steal shares.
+    steady: Option<Steady>,
     rss_mib: Option<f64>,
     note: String,
     /// Parse messages the pooler sent to PostgreSQL per 10k transactions (pgmux's SHOW STATS_TOTALS).
     server_parses_per_10k: Option<f64>,
+}
+
+/// A snapshot at the start of the steady window.
+struct SteadyStart {
+    epoch_us: u64,
+    pooler: Option<(f64, u64)>,
+    pooler_sys: f64,
+    pgbench: f64,
+    postgres: Option<f64>,
+    machine: Machine,
 }
 
 fn field<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
@@ -203,6 +180,8 @@ fn run_pgbench(
     let mut out = out;
     let err_pipe = out.stderr.take().unwrap();
     let pids = t.pids.clone();
+    let pgbench_pid = out.id();
+    let data_dir = pg.data_dir().to_path_buf();
     let progress = std::thread::spawn(move || {
         use std::io::BufRead;
         let mut first = None;
@@ -216,7 +195,14 @@ fn run_pgbench(
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap()
                     .as_micros() as u64;
-                first = Some((epoch_us, usage(&pids)));
+                first = Some(SteadyStart {
+                    epoch_us,
+                    pooler: usage(&pids),
+                    pooler_sys: sys_cpu(&pids),
+                    pgbench: proc_usage(pgbench_pid).0,
+                    postgres: postgres_cpu(&data_dir),
+                    machine: Machine::now(),
+                });
             }
             text.push_str(&line);
             text.push('\n');
@@ -238,9 +224,18 @@ fn run_pgbench(
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     });
     let out = out.wait_with_output().expect("wait for pgbench");
+    let machine_end = Machine::now();
+    let end_epoch_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
     let _ = watchdog.join();
     let after = usage(&t.pids);
+    let sys_end = sys_cpu(&t.pids);
     let client_cpu = children_cpu() - children_before;
+    // backends of direct connections end with pgbench: let the postmaster reap them
+    std::thread::sleep(Duration::from_millis(100));
+    let postgres_end = postgres_cpu(pg.data_dir());
     let (steady_from, stderr) = progress.join().unwrap_or_default();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let tps: f64 = field(&stdout, "tps =")
@@ -254,7 +249,7 @@ fn run_pgbench(
         .unwrap_or(0.0);
     let mut lat: Vec<u64> = Vec::new();
     // transactions that ended in the steady window (log: client xact latency_us script epoch_s us)
-    let steady_start = steady_from.as_ref().map(|f| f.0).unwrap_or(u64::MAX);
+    let steady_start = steady_from.as_ref().map(|f| f.epoch_us).unwrap_or(u64::MAX);
     let mut steady_xacts = 0u64;
     if let Ok(rd) = std::fs::read_dir(logdir) {
         for e in rd.flatten() {
@@ -299,9 +294,25 @@ fn run_pgbench(
         (Some(b), Some(a)) if processed > 0.0 => Some((a.0 - b.0) / processed * 10_000.0),
         _ => None,
     };
-    let steady_cpu_per_10k = match (steady_from.and_then(|f| f.1), after) {
-        (Some(b), Some(a)) if steady_xacts > 0 => {
-            Some((a.0 - b.0) / steady_xacts as f64 * 10_000.0)
+    let per_10k = |secs: f64| secs / steady_xacts as f64 * 10_000.0;
+    let steady_cpu_per_10k = match (steady_from.as_ref().and_then(|f| f.pooler), after) {
+        (Some(b), Some(a)) if steady_xacts > 0 => Some(per_10k(a.0 - b.0)),
+        _ => None,
+    };
+    let steady = match (&steady_from, postgres_end) {
+        (Some(f), Some(pg_end)) if steady_xacts > 0 && f.postgres.is_some() => {
+            let m = f.machine.until(machine_end);
+            let wall = end_epoch_us.saturating_sub(f.epoch_us) as f64 / 1e6;
+            Some(Steady {
+                pooler_sys: per_10k(sys_end - f.pooler_sys),
+                // the whole run's pgbench CPU less what it had used when the window opened
+                pgbench: per_10k(client_cpu - f.pgbench),
+                postgres: per_10k(pg_end - f.postgres.unwrap_or(pg_end)),
+                machine: per_10k(m.work_secs()),
+                idle_pct: m.idle_pct(),
+                steal_pct: m.steal_pct(),
+                cores: m.had_secs() / wall.max(1e-3),
+            })
         }
         _ => None,
     };
@@ -313,6 +324,7 @@ fn run_pgbench(
         cpu_per_10k,
         steady_cpu_per_10k,
         client_cpu_per_10k: (processed > 0.0).then(|| client_cpu / processed * 10_000.0),
+        steady,
         rss_mib: after.map(|a| a.1 as f64 / 1024.0),
         note,
         server_parses_per_10k: None,
@@ -838,6 +850,40 @@ fn main() {
                 md,
                 "- {mode}: pgmux / direct(50 clients) TPS = {:.2}",
                 m / d
+            );
+        }
+    }
+    let rows: Vec<cpu::Row> = results
+        .iter()
+        .map(|((mi, ti), rs)| cpu::Row {
+            target: targets[*ti].name,
+            mode: modes[*mi],
+            runs: rs
+                .iter()
+                .filter(|r| r.ok)
+                .filter_map(|r| Some((r.steady_cpu_per_10k, r.steady?)))
+                .collect(),
+        })
+        .collect();
+    cpu::steady_table(&mut md, &rows);
+    for (mi, mode) in modes.iter().enumerate() {
+        let Some(row) = rows.iter().find(|r| r.mode == *mode && r.target == "pgmux") else {
+            continue;
+        };
+        if let (Some(d), Some(c), Some(b), Some((p, sys))) = (
+            tps_of.get(&(mi, 0)),
+            row.ceiling(),
+            tps_of.get(&(mi, 0)).and_then(|d| row.budget(0.75 * d)),
+            row.pooler(),
+        ) {
+            let _ = writeln!(
+                md,
+                "- {mode}: 0.75x direct is {:.0} TPS; with the rest of the machine's CPU per \
+                 transaction as measured behind pgmux, a pooler costing nothing would reach about \
+                 {c:.0} TPS ({:.2}x direct), and one reaching 0.75x could spend at most {b:.3} s \
+                 per 10k transactions (pgmux spent {p:.3}, {sys:.3} of it in the kernel)",
+                0.75 * d,
+                c / d
             );
         }
     }

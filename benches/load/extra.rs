@@ -142,23 +142,6 @@ async fn select_one(s: &mut TcpStream) -> std::io::Result<()> {
     }
 }
 
-/// (busy, total) jiffies of all CPUs from `/proc/stat`: busy is everything but idle and iowait.
-fn machine_jiffies() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let total: u64 = v.iter().sum();
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    (total - idle, total)
-}
-
 /// `n` clients connect at once, log in, run `select 1` and stay until all are done. Returns
 /// (wall time until the last one's answer, failures).
 pub fn storm(
@@ -566,16 +549,15 @@ pub fn run(ctx: &super::Ctx, guard: &mut super::Kill, targets: &[super::Target])
                         continue;
                     }
                     let cache: KeyCache = Arc::default();
-                    let cpu0 = super::proc_usage(st.pid).0;
-                    let own0 = super::proc_usage(std::process::id()).0;
-                    let m0 = machine_jiffies();
+                    let cpu0 = super::cpu::proc_usage(st.pid).0;
+                    let own0 = super::cpu::proc_usage(std::process::id()).0;
+                    let m0 = super::cpu::Machine::now();
                     let (took, failed) =
                         storm(st.port, &ctx.app_user, &ctx.app_password, storm_n, &cache);
-                    let cpu = super::proc_usage(st.pid).0 - cpu0;
+                    let cpu = super::cpu::proc_usage(st.pid).0 - cpu0;
                     // the clients run in this process: their CPU, and how busy the machine was
-                    let clients = super::proc_usage(std::process::id()).0 - own0;
-                    let m1 = machine_jiffies();
-                    let busy = 100.0 * (m1.0 - m0.0) as f64 / ((m1.1 - m0.1).max(1)) as f64;
+                    let clients = super::cpu::proc_usage(std::process::id()).0 - own0;
+                    let busy = m0.until(super::cpu::Machine::now()).busy_pct();
                     let label = if cache_ttl > 0 {
                         format!("{} with auth_query_cache_ttl = {cache_ttl}", st.name)
                     } else {
