@@ -493,7 +493,8 @@ fn main() {
             }
         }
     }
-    // single-client latency: `rounds` rounds, the targets interleaved in each, median reported
+    // single-client latency: `rounds` rounds, the targets interleaved in each, median reported;
+    // a failed run is NaN, so round i of every target stays at index i (for paired differences)
     let mut single: Vec<(&str, Vec<f64>)> = targets.iter().map(|t| (t.name, Vec::new())).collect();
     for _ in 0..rounds {
         for (t, (_, runs)) in targets.iter().zip(single.iter_mut()) {
@@ -516,9 +517,7 @@ fn main() {
                     "disable"
                 },
             );
-            if r.avg_ms > 0.0 {
-                runs.push(r.avg_ms);
-            }
+            runs.push(if r.avg_ms > 0.0 { r.avg_ms } else { f64::NAN });
         }
     }
 

@@ -150,18 +150,47 @@ pub fn write(
         "\nSingle client, `SELECT` via pgbench -S -M simple, average latency (the targets interleaved in each round):"
     );
     for (name, runs) in single {
-        if runs.is_empty() {
+        let done: Vec<f64> = runs.iter().copied().filter(|x| x.is_finite()).collect();
+        if done.is_empty() {
             let _ = writeln!(md, "- {name}: no run completed");
             continue;
         }
-        let all: Vec<String> = runs.iter().map(|x| format!("{x:.3}")).collect();
+        let all: Vec<String> = done.iter().map(|x| format!("{x:.3}")).collect();
         let _ = writeln!(
             md,
             "- {name}: {:.3} ms (median of {}: {})",
-            median(runs.clone()),
-            runs.len(),
+            median(done.clone()),
+            done.len(),
             all.join(", ")
         );
     }
+    let runs_of = |name: &str| single.iter().find(|(n, _)| *n == name).map(|(_, r)| r);
+    if let (Some(mux), Some(pgb)) = (runs_of("pgmux"), runs_of("PgBouncer"))
+        && let Some(line) = paired(mux, pgb)
+    {
+        let _ = writeln!(md, "- pgmux less PgBouncer, round by round: {line}");
+    }
     md
+}
+
+/// The round-by-round differences `a - b` in µs (rounds where both completed): their median and
+/// in how many rounds `a` was not slower.
+fn paired(a: &[f64], b: &[f64]) -> Option<String> {
+    let d: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .map(|(x, y)| (x - y) * 1000.0)
+        .collect();
+    if d.is_empty() {
+        return None;
+    }
+    let not_slower = d.iter().filter(|x| **x <= 0.0).count();
+    let all: Vec<String> = d.iter().map(|x| format!("{x:+.0}")).collect();
+    Some(format!(
+        "median {:+.0} µs, not slower in {not_slower} of {} rounds ({} µs)",
+        median(d.clone()),
+        d.len(),
+        all.join(", ")
+    ))
 }
