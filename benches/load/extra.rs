@@ -339,7 +339,7 @@ fn start_pair(
         "pgmux",
     );
     std::fs::write(ctx.dir.join(format!("{name}.ini")), text).unwrap();
-    let child = std::process::Command::new(super::pgmux_bin())
+    let child = super::own_session(&mut std::process::Command::new(super::pgmux_bin()))
         .arg("-q")
         .arg(ctx.dir.join(format!("{name}.ini")))
         .stdout(std::process::Stdio::null())
@@ -367,7 +367,7 @@ fn start_pair(
             .arg(&ctx.dir)
             .status();
         // runuser resets the soft fd limit to 1024: raise it to the hard limit as pgmux does
-        let child = std::process::Command::new("runuser")
+        let child = super::own_session(&mut std::process::Command::new("runuser"))
             .args([
                 "-u",
                 "postgres",
