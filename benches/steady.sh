@@ -82,8 +82,10 @@ one() { # one() pgmux|pgbouncer
     psql -h 127.0.0.1 -p "$POOLPORT" -U postgres -d bench -c "select 1" >/dev/null 2>&1 && break
     sleep 0.1
   done
-  # PgBouncer runs under su: its own pid, once it answers
-  if [ "$1" = pgbouncer ]; then p=$(pgrep -f "^/usr/sbin/pgbouncer -q $DIR/bench.ini" | head -1); fi
+  # PgBouncer runs under su, pgmux under setsid (which forks when it would lead a process
+  # group): the pooler's own pid, once it answers
+  if [ "$1" = pgbouncer ]; then p=$(pgrep -f "^/usr/sbin/pgbouncer -q $DIR/bench.ini" | head -1)
+  else p=$(pgrep -f "^$PGMUX -q $DIR/bench.ini" | head -1); fi
   "$BIN/pgbench" -h 127.0.0.1 -p "$POOLPORT" -U postgres -S -n -j 2 -c 1000 -T 16 -M "$MODE" bench \
     >"$DIR/pgbench.out" 2>&1 &
   local pb=$!
