@@ -76,7 +76,7 @@ fn pgmux_bin() -> &'static Path {
 /// switched out 0.43 times per transaction there, 0.23 in a session of its own; PgBouncer 0.28
 /// and 0.19). Every pooler gets the same; PostgreSQL has its own already (pg_ctl's setsid).
 /// `LOAD_SESSION=shared` keeps the poolers in the benchmark's session, as every run before
-/// 2026-12-07 06:00 UTC did. The child also gets SIGTERM if the benchmark dies, since the
+/// 2026-12-07 05:36 UTC did. The child also gets SIGTERM if the benchmark dies, since the
 /// terminal's ^C no longer reaches it.
 fn own_session(cmd: &mut Command) -> &mut Command {
     use std::os::unix::process::CommandExt;
