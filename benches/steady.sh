@@ -76,7 +76,6 @@ one() { # one() pgmux|pgbouncer
     # a session of its own, as PgBouncer's `su` gives it: with autogroup scheduling a session
     # is a scheduling group, and a pooler sharing pgbench's is preempted about twice as often
     setsid "$PGMUX" -q "$DIR/bench.ini" >"$DIR/pooler.log" 2>&1 &
-    p=$!
   fi
   for _ in $(seq 1 100); do
     psql -h 127.0.0.1 -p "$POOLPORT" -U postgres -d bench -c "select 1" >/dev/null 2>&1 && break

@@ -182,15 +182,6 @@ pub struct Row<'a> {
 }
 
 impl Row<'_> {
-    /// Transactions per second the machine could run if the pooler cost no CPU and everything
-    /// else cost what it did per transaction in this run, all of the machine's CPU busy.
-    fn ceilings(&self) -> Vec<f64> {
-        self.runs
-            .iter()
-            .map(|(p, s)| s.cores * 10_000.0 / (s.machine - p.unwrap_or(0.0)).max(1e-6))
-            .collect()
-    }
-
     /// CPU per 10k transactions a pooler could spend and still let the machine run `tps`, with
     /// everything else costing what it did per transaction here (median over the runs).
     pub fn budget(&self, tps: f64) -> Option<f64> {
@@ -215,9 +206,18 @@ impl Row<'_> {
         })
     }
 
-    /// Median of the zero-cost-pooler ceilings (see `ceilings`).
+    /// Transactions per second the machine could run if the pooler cost no CPU and everything
+    /// else cost what it did per transaction, all of the machine's CPU busy (median over the
+    /// runs).
     pub fn ceiling(&self) -> Option<f64> {
-        (!self.runs.is_empty()).then(|| super::median(self.ceilings()))
+        (!self.runs.is_empty()).then(|| {
+            super::median(
+                self.runs
+                    .iter()
+                    .map(|(p, s)| s.cores * 10_000.0 / (s.machine - p.unwrap_or(0.0)).max(1e-6))
+                    .collect(),
+            )
+        })
     }
 }
 

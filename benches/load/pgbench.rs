@@ -214,15 +214,16 @@ pub fn run_pgbench(
         (Some(b), Some(a)) if steady_xacts > 0 => Some(per_10k(a.0 - b.0)),
         _ => None,
     };
-    let steady = match (&steady_from, postgres_end) {
-        (Some(f), Some(pg_end)) if steady_xacts > 0 && f.postgres.is_some() => {
+    let postgres_start = steady_from.as_ref().and_then(|f| f.postgres);
+    let steady = match (&steady_from, postgres_start, postgres_end) {
+        (Some(f), Some(pg_start), Some(pg_end)) if steady_xacts > 0 => {
             let m = f.machine.until(machine_end);
             let wall = end_epoch_us.saturating_sub(f.epoch_us) as f64 / 1e6;
             Some(Steady {
                 pooler_sys: per_10k(sys_end - f.pooler_sys),
                 // the whole run's pgbench CPU less what it had used when the window opened
                 pgbench: per_10k(client_cpu - f.pgbench),
-                postgres: per_10k(pg_end - f.postgres.unwrap_or(pg_end)),
+                postgres: per_10k(pg_end - pg_start),
                 machine: per_10k(m.work_secs()),
                 idle_pct: m.idle_pct(),
                 steal_pct: m.steal_pct(),
