@@ -29,6 +29,8 @@ PGPORT=$(free_port)
 POOLPORT=$(free_port)
 cleanup() {
   pkill -INT -f "^/usr/sbin/pgbouncer -q $DIR/bench.ini" 2>/dev/null || true
+  # pgmux runs in a session of its own: the terminal's ^C does not reach it
+  pkill -INT -f "^$PGMUX -q $DIR/bench.ini" 2>/dev/null || true
   su postgres -c "$BIN/pg_ctl -D $DIR/pgdata stop -m fast" >/dev/null 2>&1 || true
   rm -rf "$DIR"
 }
@@ -62,9 +64,17 @@ chmod 644 "$DIR/bench.ini" "$DIR/users.txt"
 ulimit -n 10000
 
 xacts() { psql -h 127.0.0.1 -p "$PGPORT" -U postgres -d bench -Atc "select xact_commit from pg_stat_database where datname='bench'"; }
-# PostgreSQL's processes together (the window has no connects or disconnects)
+# this cluster's processes together: the postmaster with its reaped children, and every living
+# child (only this cluster's: other clusters on the machine, and children that end between the
+# listing and the read, must not count nor stop the script)
 cpu_total() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-pg_cpu() { for q in $(pgrep -x postgres); do cpu_total "$q" 2>/dev/null; done | awk '{t += $1} END {print t + 0}'; }
+pg_cpu() {
+  local pm; pm=$(head -1 "$DIR/pgdata/postmaster.pid")
+  {
+    awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat"
+    for q in $(pgrep -P "$pm"); do cpu_total "$q" 2>/dev/null || true; done
+  } | awk '{t += $1} END {print t + 0}'
+}
 cpu_of() { awk '{print $14, $15}' "/proc/$1/stat"; }
 machine() { awk '/^cpu /{c=$2+$3+$4+$7+$8; st=$9} /^ctxt/{x=$2} END {print c, st, x}' /proc/stat; }
 
@@ -89,7 +99,9 @@ one() { # one() pgmux|pgbouncer
     >"$DIR/pgbench.out" 2>&1 &
   local pb=$!
   sleep 4
-  local g; g=$(pgrep -x pgbench | head -1)
+  # pgbench's own pid (not `pgrep`, which may find another run's pgbench on this machine)
+  local g=$pb
+  kill -0 "$g" 2>/dev/null || { echo "pgbench ended early:"; cat "$DIR/pgbench.out"; exit 1; }
   read -r u0 s0 < <(cpu_of "$p"); local g0; g0=$(cpu_total "$g")
   read -r m0 st0 x0 < <(machine); local q0; q0=$(pg_cpu); local a; a=$(xacts)
   sleep 10
