@@ -5,6 +5,8 @@
 //!
 //! pgmux is the shipped build: `cargo build --release` in `target/shipped` (see `pgmux_bin`).
 
+#[path = "load/chart.rs"]
+mod chart;
 #[path = "load/cpu.rs"]
 mod cpu;
 #[path = "load/extra.rs"]
