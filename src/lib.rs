@@ -20,6 +20,7 @@ pub mod protocol;
 pub mod reload;
 pub mod server;
 pub mod shard;
+pub mod sockopt;
 pub mod state;
 pub mod stats;
 pub mod tls;

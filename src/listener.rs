@@ -129,7 +129,7 @@ pub async fn serve(listener: Listener, shared: Arc<Shared>) {
             break;
         }
         let accepted = tokio::select! {
-            r = accept(&listener) => r,
+            r = accept(&listener, &shared.tcp) => r,
             _ = shared.shutdown.notified(), if tcp => break,
         };
         match accepted {
@@ -160,11 +160,15 @@ pub async fn serve(listener: Listener, shared: Arc<Shared>) {
     }
 }
 
-async fn accept(l: &Listener) -> std::io::Result<(Stream, String)> {
+async fn accept(
+    l: &Listener,
+    tcp: &crate::sockopt::TcpTuning,
+) -> std::io::Result<(Stream, String)> {
     match l {
         Listener::Tcp(l) => {
             let (s, peer) = l.accept().await?;
             let _ = s.set_nodelay(true);
+            tcp.apply_or_warn(&s, "client connection");
             let peer = match peer {
                 SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
                 a => a.to_string(),

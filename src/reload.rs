@@ -62,6 +62,7 @@ pub fn apply(shared: &Shared, cfg: Config) {
         }
     }
     shared.dns.reconfigure(&cfg.general);
+    shared.tcp.reconfigure(&cfg.general);
     shared.peers.reconfigure(&cfg);
     shared.set_hba(load_hba(&cfg));
     shared.set_config(cfg.clone());

@@ -61,6 +61,8 @@ pub struct Shared {
     pub tls: Arc<crate::tls::TlsState>,
     /// Host name resolution (hickory, dns_max_ttl cache).
     pub dns: Arc<crate::dns::Dns>,
+    /// tcp_keepalive and the other TCP socket options, for new client and server sockets.
+    pub tcp: Arc<crate::sockopt::TcpTuning>,
     /// `[peers]` and their cancel-forwarding counters.
     pub peers: crate::peers::Peers,
     /// The runtimes clients run on (one per core), and how many clients each has.
@@ -100,6 +102,7 @@ impl Shared {
             statements: crate::client::prepared::StatementRegistry::new(100_000, 64 << 20),
             tls: Arc::new(tls),
             dns: Arc::new(crate::dns::Dns::new(&config.general)),
+            tcp: Arc::new(crate::sockopt::TcpTuning::new(&config.general)),
             peers: crate::peers::Peers::new(&config),
             config: RwLock::new(Arc::new(config)),
             userlist: RwLock::new(Arc::new(userlist)),
@@ -241,6 +244,7 @@ impl Shared {
             next_host: AtomicUsize::new(0),
             tls: self.tls.clone(),
             dns: self.dns.clone(),
+            tcp: self.tcp.clone(),
             scram_keys: Default::default(),
         };
         let mode = ucfg

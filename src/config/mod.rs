@@ -393,6 +393,50 @@ mod tests {
     }
 
     #[test]
+    fn tcp_and_dns_settings_are_honoured_and_range_checked() {
+        let c = Config::parse_str("[pgbouncer]\n", Path::new("x.ini")).unwrap();
+        // PgBouncer's default: keepalive on, the kernel's timings
+        assert!(c.general.tcp_keepalive);
+        assert_eq!(c.general.tcp_keepidle, 0);
+        let c = Config::parse_str(
+            "[pgbouncer]\ntcp_keepalive = 0\ntcp_keepidle = 30\ntcp_keepintvl = 5\ntcp_keepcnt = 4\n\
+             tcp_user_timeout = 9000\ntcp_socket_buffer = 65536\ndns_max_ttl = 30\n\
+             dns_nxdomain_ttl = 5\nresolv_conf = /etc/resolv.conf\n",
+            Path::new("x.ini"),
+        )
+        .unwrap();
+        let g = &c.general;
+        assert!(!g.tcp_keepalive);
+        assert_eq!((g.tcp_keepidle, g.tcp_keepintvl, g.tcp_keepcnt), (30, 5, 4));
+        assert_eq!((g.tcp_user_timeout, g.tcp_socket_buffer), (9000, 65536));
+        // implemented: no "not implemented" warning
+        let warned = |k: &str| c.warnings.iter().any(|w| w.contains(&format!("\"{k}\"")));
+        for k in [
+            "tcp_keepalive",
+            "tcp_keepidle",
+            "tcp_keepintvl",
+            "tcp_keepcnt",
+            "tcp_user_timeout",
+            "tcp_socket_buffer",
+            "dns_max_ttl",
+            "dns_nxdomain_ttl",
+            "resolv_conf",
+        ] {
+            assert!(!warned(k), "{k} warned: {:?}", c.warnings);
+        }
+        // beyond what Linux takes: an error naming file, line and key
+        let e = Config::parse_str("[pgbouncer]\n\ntcp_keepcnt = 128\n", Path::new("x.ini"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.ini") && e.contains('3') && e.contains("tcp_keepcnt"),
+            "{e}"
+        );
+        assert!(e.contains("at most 127"), "{e}");
+        assert!(Config::parse_str("[pgbouncer]\ntcp_keepidle = 40000\n", Path::new("x")).is_err());
+    }
+
+    #[test]
     fn shipped_configs_parse() {
         let root = env!("CARGO_MANIFEST_DIR");
         let c = Config::load(&Path::new(root).join("config/synergyflow-pooler.ini")).unwrap();

@@ -29,6 +29,15 @@ pub fn parse_u32(v: &str) -> Result<u32, String> {
     u32::try_from(n).map_err(|_| format!("value \"{v}\" out of range"))
 }
 
+/// Linux's limit for a socket option (setsockopt would refuse more with EINVAL).
+fn at_most(n: u32, max: u32) -> Result<u32, String> {
+    if n > max {
+        Err(format!("value {n} out of range (at most {max})"))
+    } else {
+        Ok(n)
+    }
+}
+
 pub fn parse_bool(v: &str) -> Result<bool, String> {
     match v.trim().to_ascii_lowercase().as_str() {
         "1" | "yes" | "on" | "true" => Ok(true),
@@ -271,7 +280,7 @@ impl Default for General {
             stats_users: vec![],
             user: None,
             so_reuseport: false,
-            tcp_keepalive: false,
+            tcp_keepalive: true,
             tcp_keepcnt: 0,
             tcp_keepidle: 0,
             tcp_keepintvl: 0,
@@ -399,12 +408,14 @@ impl General {
             "user" => self.user = opt_str(v),
             "so_reuseport" => self.so_reuseport = parse_bool(v)?,
             "tcp_keepalive" => self.tcp_keepalive = parse_bool(v)?,
-            "tcp_keepcnt" => self.tcp_keepcnt = parse_u32(v)?,
-            "tcp_keepidle" => self.tcp_keepidle = parse_u32(v)?,
-            "tcp_keepintvl" => self.tcp_keepintvl = parse_u32(v)?,
-            "tcp_user_timeout" => self.tcp_user_timeout = parse_u32(v)?,
+            "tcp_keepcnt" => self.tcp_keepcnt = at_most(parse_u32(v)?, 127)?,
+            "tcp_keepidle" => self.tcp_keepidle = at_most(parse_u32(v)?, 32767)?,
+            "tcp_keepintvl" => self.tcp_keepintvl = at_most(parse_u32(v)?, 32767)?,
+            "tcp_user_timeout" => self.tcp_user_timeout = at_most(parse_u32(v)?, i32::MAX as u32)?,
             "tcp_defer_accept" => self.tcp_defer_accept = parse_u32(v)? > 0,
-            "tcp_socket_buffer" => self.tcp_socket_buffer = parse_u32(v)?,
+            "tcp_socket_buffer" => {
+                self.tcp_socket_buffer = at_most(parse_u32(v)?, i32::MAX as u32 / 2)?
+            }
             "dns_max_ttl" => self.dns_max_ttl = parse_time(v)?,
             "dns_nxdomain_ttl" => self.dns_nxdomain_ttl = parse_time(v)?,
             "resolv_conf" => self.resolv_conf = opt_path(v),

@@ -32,6 +32,7 @@ pub fn socketpair_pool(
         tls: Arc::new(crate::tls::TlsState::new(&general).unwrap()),
         scram_keys: Default::default(),
         dns: Arc::new(crate::dns::Dns::new(&general)),
+        tcp: Default::default(),
     };
     let settings = PoolSettings {
         size,

@@ -40,6 +40,7 @@ async fn open_socket(target: &ServerTarget) -> Result<(Stream, ServerAddr, Strin
         .await
         .map_err(ServerError::ConnectFailed)?;
     s.set_nodelay(true)?;
+    target.tcp.apply_or_warn(&s, "server connection");
     let peer = s.peer_addr()?;
     let local = s.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let tls = target.tls.server();

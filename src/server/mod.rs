@@ -36,6 +36,8 @@ pub struct ServerTarget {
     pub scram_keys: std::sync::Mutex<Option<DerivedKeys>>,
     /// Resolves host names in `hosts`.
     pub dns: std::sync::Arc<crate::dns::Dns>,
+    /// TCP socket options (tcp_keepalive, ...) for new server connections.
+    pub tcp: std::sync::Arc<crate::sockopt::TcpTuning>,
 }
 
 /// SCRAM keys derived from a plaintext password: (password, salt, iterations, keys).
