@@ -137,6 +137,7 @@ async fn janitor(shared: Arc<Shared>) {
             t.value().check(now);
         }
         let cfg = shared.config();
+        crate::autodb::sweep(&shared, &cfg, now);
         let period = cfg.general.stats_period.max(Duration::from_secs(1));
         if last_stats.elapsed() >= period {
             last_stats = tokio::time::Instant::now();

@@ -164,6 +164,7 @@ impl Shared {
         let pool_user = db.user.clone().unwrap_or_else(|| user.to_string());
         let key = (db_name.to_string(), pool_user.clone());
         if let Some(p) = self.pools.get(&key) {
+            p.touch();
             return p.clone();
         }
         let cfg = self.config();

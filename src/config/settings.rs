@@ -255,7 +255,7 @@ impl Default for General {
             transaction_timeout: Duration::ZERO,
             cancel_wait_timeout: Duration::ZERO,
             suspend_timeout: Duration::ZERO,
-            autodb_idle_timeout: Duration::ZERO,
+            autodb_idle_timeout: Duration::from_secs(3600),
             ignore_startup_parameters: vec![],
             track_extra_parameters: vec![],
             max_packet_size: 0,

@@ -146,6 +146,9 @@ pub struct Pool {
     last_login_error: Mutex<Option<(Instant, String, String)>>,
     /// The runtimes a new server connection can be opened on (unset: the current one).
     shards: std::sync::OnceLock<Arc<crate::shard::Shards>>,
+    /// autodb_idle_timeout: when the janitor first found the pool without clients and servers
+    /// (clock::now_ms; 0 = in use since).
+    vacant_since: AtomicU64,
 }
 
 /// Why a server connection is closed (logged as `closing because: <reason> (age=Ns)`).
@@ -198,6 +201,7 @@ impl Pool {
             last_login_error: Mutex::new(None),
             last_lifetime_close: std::sync::atomic::AtomicU64::new(0),
             shards: std::sync::OnceLock::new(),
+            vacant_since: AtomicU64::new(0),
         });
         p.db_group.add_member(&p);
         p.user_group.add_member(&p);
@@ -223,6 +227,34 @@ impl Pool {
             g.stale = g.stale.saturating_sub(1);
         }
         self.servers.lock().unwrap().remove(&s.id);
+    }
+
+    /// No client logged in and no server connection open or opening.
+    pub fn is_vacant(&self) -> bool {
+        self.clients.load(Relaxed) == 0 && self.inner.lock().unwrap().total == 0
+    }
+
+    /// A login looked the pool up: it is in use (autodb_idle_timeout starts again).
+    pub fn touch(&self) {
+        if self.vacant_since.load(Relaxed) != 0 {
+            self.vacant_since.store(0, Relaxed);
+        }
+    }
+
+    /// Whether the pool has been vacant, at each look and with no login between, for at least
+    /// `timeout_ms` as of `now_ms`; the first vacant look starts the clock.
+    pub fn vacant_for(&self, now_ms: u64, timeout_ms: u64) -> bool {
+        if !self.is_vacant() {
+            self.vacant_since.store(0, Relaxed);
+            return false;
+        }
+        match self.vacant_since.load(Relaxed) {
+            0 => {
+                self.vacant_since.store(now_ms.max(1), Relaxed);
+                false
+            }
+            since => now_ms.saturating_sub(since) >= timeout_ms,
+        }
     }
 
     pub fn clients_counter(&self) -> Arc<AtomicUsize> {
