@@ -363,7 +363,7 @@ fn main() {
         };
         targets.push(single(&mut guard, "pgmux 1 thread", &[]));
         let p2 = free_port();
-        let mut pids = Vec::new();
+        let mut inis = Vec::new();
         for i in 1..=2u32 {
             let sock = dir.join(format!("proc{i}"));
             std::fs::create_dir_all(&sock).unwrap();
@@ -374,11 +374,32 @@ fn main() {
                 s = sock.display(),
                 d = dir.display()
             );
-            let (c, pid) = start(&format!("pgmux-proc{i}"), p2, &extra, &[]);
-            guard.0.push(c);
-            pids.push(pid);
-            std::thread::sleep(Duration::from_millis(300));
+            let path = dir.join(format!("pgmux-proc{i}.ini"));
+            std::fs::write(
+                &path,
+                ini(pg.port(), p2, &dir, &format!("pgmux-proc{i}"), tls) + &extra,
+            )
+            .unwrap();
+            inis.push(path);
         }
+        // Both processes in one session, as in one container: with autogroup scheduling a
+        // session is a scheduling group, and a session each gave them two shares of the CPU
+        // against pgbench's one (the README's run of 95e183d; checked with both in one session).
+        let mut sh = own_session(&mut Command::new("sh"))
+            .arg("-c")
+            .arg(r#""$0" -q "$1" >/dev/null & echo $!; sleep 0.3; "$0" -q "$2" >/dev/null & echo $!; wait"#)
+            .arg(pgmux_bin())
+            .args(&inis)
+            .env("PGMUX_THREADS", "1")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the two pgmux processes");
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(sh.stdout.take().unwrap()));
+        let pids: Vec<u32> = (0..2)
+            .map(|_| lines.next().unwrap().unwrap().trim().parse().unwrap())
+            .collect();
+        guard.0.push(sh);
+        guard.1.extend(&pids);
         assert!(wait_port(p2), "pgmux processes did not start");
         targets.push(Target {
             name: "pgmux 2 procs x 1 thread",
