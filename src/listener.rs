@@ -24,6 +24,8 @@ pub enum ListenError {
     },
     #[error("invalid listen_addr \"{0}\"")]
     BadAddr(String),
+    #[error("unix_socket_group: group \"{0}\" does not exist")]
+    NoGroup(String),
 }
 
 /// Bind every configured listener.
@@ -90,9 +92,45 @@ pub async fn bind(g: &General) -> Result<Vec<Listener>, ListenError> {
         })?;
         let _ =
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(g.unix_socket_mode));
+        if let Some(group) = g.unix_socket_group.as_deref().filter(|s| !s.is_empty()) {
+            let gid = group_id(group).ok_or_else(|| ListenError::NoGroup(group.to_string()))?;
+            std::os::unix::fs::chown(&path, None, Some(gid)).map_err(|e| ListenError::Bind {
+                addr: path.display().to_string(),
+                source: e,
+            })?;
+        }
         out.push(Listener::Unix(l, path));
     }
     Ok(out)
+}
+
+/// The id of a group given by name (or as a number), for unix_socket_group.
+fn group_id(name: &str) -> Option<u32> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Some(gid);
+    }
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: getgrnam_r writes only into `grp` and `buf` (of the length passed) and sets
+        // `found` to null or to `&grp`; both outlive the call.
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        let r = unsafe {
+            libc::getgrnam_r(
+                cname.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut found,
+            )
+        };
+        if r == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        return (r == 0 && !found.is_null()).then_some(grp.gr_gid);
+    }
 }
 
 /// IPV6_V6ONLY so `0.0.0.0` and `::` can both be bound on the same port.

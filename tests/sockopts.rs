@@ -1,7 +1,8 @@
-//! PgBouncer's TCP socket settings on pgmux's real sockets: `tcp_keepalive` (on by default, the
+//! PgBouncer's socket settings on pgmux's real sockets: `tcp_keepalive` (on by default, the
 //! kernel's timings), `tcp_keepidle` / `tcp_keepintvl` / `tcp_keepcnt`, `tcp_user_timeout` and
 //! `tcp_socket_buffer` on client and server connections, and RELOAD changing them for new
-//! sockets only. The options are read from the pgmux process's own sockets (`pidfd_getfd`).
+//! sockets only, read from the pgmux process's own sockets (`pidfd_getfd`); `unix_socket_group`
+//! on the unix socket's file.
 
 mod common;
 
@@ -186,5 +187,68 @@ async fn tcp_settings_reach_client_and_server_sockets_and_reload_changes_new_one
         !mux.log_text().contains("not implemented"),
         "{}",
         mux.log_text()
+    );
+}
+
+/// The gid of a group, from the group database.
+fn gid_of(group: &str) -> u32 {
+    let out = std::process::Command::new("getent")
+        .args(["group", group])
+        .output()
+        .unwrap();
+    let line = String::from_utf8(out.stdout).unwrap();
+    line.split(':').nth(2).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn unix_socket_group_owns_the_socket_and_a_missing_group_stops_pgmux() {
+    use std::os::unix::fs::MetadataExt;
+    let (pg, seed) = postgres(20);
+    // the postgres group exists wherever the test clusters can run (they run as postgres)
+    let mux = Pgmux::start(
+        &pg,
+        "unix_socket_group = postgres",
+        &[(&seed.app_user, &seed.app_password)],
+    );
+    let sock = mux.dir.join(format!(".s.PGSQL.{}", mux.port));
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert_eq!(meta.gid(), gid_of("postgres"));
+    assert_ne!(gid_of("postgres"), 0);
+    assert!(
+        !mux.log_text().contains("not implemented"),
+        "{}",
+        mux.log_text()
+    );
+
+    // a group that does not exist: pgmux stops before serving, saying which
+    let ini = std::fs::read_to_string(&mux.ini).unwrap();
+    let bad = mux.dir.join("bad-group.ini");
+    let port = free_port();
+    std::fs::write(
+        &bad,
+        ini.replace(
+            "unix_socket_group = postgres",
+            "unix_socket_group = pgmux_no_such_group",
+        )
+        .replace(
+            &format!("listen_port = {}", mux.port),
+            &format!("listen_port = {port}"),
+        )
+        .replace("logfile = ", "# logfile = "),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgmux"))
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("unix_socket_group: group \"pgmux_no_such_group\" does not exist"),
+        "{text}"
     );
 }

@@ -186,7 +186,7 @@ pub const SETTINGS: &[Setting] = &[
     s("track_extra_parameters", "IntervalStyle", Str, true, false),
     s("transaction_timeout", "0", Time, true, true),
     s("unix_socket_dir", "/tmp", Str, true, false),
-    s("unix_socket_group", "", Str, false, false),
+    s("unix_socket_group", "", Str, true, false),
     s("unix_socket_mode", "0777", Int, true, false),
     s("user", "", Str, true, false),
     s("verbose", "0", Int, true, true),
