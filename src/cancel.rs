@@ -86,12 +86,16 @@ impl CancelRegistry {
             // stored keys carry all TTL bits; the request may have used some hops
             key[7] |= crate::peers::TTL_MASK;
         }
-        shared.cancel.cancel(&key).await;
+        shared
+            .cancel
+            .cancel(&key, cfg.general.cancel_wait_timeout)
+            .await;
     }
 
     /// Forward a cancel for `key` to the server currently linked to that client. Unknown keys and
-    /// idle clients are ignored, as in PgBouncer.
-    pub async fn cancel(&self, key: &[u8; 8]) -> bool {
+    /// idle clients are ignored, as in PgBouncer; a cancel not sent within `wait`
+    /// (cancel_wait_timeout, 0 = no limit) is dropped.
+    pub async fn cancel(&self, key: &[u8; 8], wait: std::time::Duration) -> bool {
         let target = match self.map.get(key) {
             Some(slot) => slot.target.lock().unwrap().clone(),
             None => {
@@ -113,13 +117,93 @@ impl CancelRegistry {
             s.shutdown().await?;
             Ok::<_, std::io::Error>(())
         };
-        match tokio::time::timeout(std::time::Duration::from_secs(10), res).await {
+        let res = if wait.is_zero() {
+            Ok(res.await)
+        } else {
+            tokio::time::timeout(wait, res).await
+        };
+        match res {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
                 tracing::warn!("cancel request to {addr} failed: {e}");
                 false
             }
-            Err(_) => false,
+            Err(_) => {
+                tracing::warn!(
+                    "cancel request to {addr} not sent within cancel_wait_timeout, dropped"
+                );
+                false
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A listening socket whose accept queue is full: a connect to it hangs (the kernel drops
+    /// the SYNs), as towards a server that stopped answering.
+    fn full_listener() -> (
+        socket2::Socket,
+        Vec<std::net::TcpStream>,
+        std::net::SocketAddr,
+    ) {
+        use socket2::{Domain, Socket, Type};
+        let l = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        l.bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+        l.listen(0).unwrap();
+        let addr = l.local_addr().unwrap().as_socket().unwrap();
+        let fill = (0..4)
+            .filter_map(|_| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+            })
+            .collect();
+        (l, fill, addr)
+    }
+
+    #[tokio::test]
+    async fn a_cancel_not_sent_within_cancel_wait_timeout_is_dropped() {
+        let (_l, _fill, addr) = full_listener();
+        let reg = CancelRegistry::default();
+        let g = reg.register(0);
+        g.slot.link(&ServerAddr::Tcp(addr), (1, 2));
+        let t = Instant::now();
+        assert!(!reg.cancel(&g.key, Duration::from_millis(300)).await);
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        // unknown keys and idle clients: nothing is sent
+        assert!(!reg.cancel(&[9; 8], Duration::from_secs(1)).await);
+        g.slot.unlink();
+        assert!(!reg.cancel(&g.key, Duration::from_secs(1)).await);
+    }
+
+    #[tokio::test]
+    async fn a_cancel_reaches_a_listening_server() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let reg = CancelRegistry::default();
+        let g = reg.register(0);
+        g.slot.link(&ServerAddr::Tcp(addr), (7, 9));
+        let (sent, got) = tokio::join!(reg.cancel(&g.key, Duration::ZERO), async {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut b = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut s, &mut b)
+                .await
+                .unwrap();
+            b
+        });
+        assert!(sent);
+        assert_eq!(got, frontend::cancel_request(7, 9).to_vec());
     }
 }

@@ -253,7 +253,7 @@ impl Default for General {
             client_login_timeout: Duration::ZERO,
             idle_transaction_timeout: Duration::ZERO,
             transaction_timeout: Duration::ZERO,
-            cancel_wait_timeout: Duration::ZERO,
+            cancel_wait_timeout: Duration::from_secs(10),
             suspend_timeout: Duration::ZERO,
             autodb_idle_timeout: Duration::from_secs(3600),
             ignore_startup_parameters: vec![],

@@ -82,7 +82,7 @@ pub const SETTINGS: &[Setting] = &[
     s("auth_type", "md5", Lookup(AUTH_TYPES), true, true),
     s("auth_user", "", Str, true, true),
     s("autodb_idle_timeout", "3600", Time, true, true),
-    s("cancel_wait_timeout", "10", Time, false, true),
+    s("cancel_wait_timeout", "10", Time, true, true),
     s("client_idle_timeout", "0", Time, true, true),
     s("client_login_timeout", "60", Time, true, true),
     s("client_tls13_ciphers", "", Str, true, true),
