@@ -25,9 +25,11 @@ pub fn sweep(shared: &Shared, cfg: &Config, now_ms: u64) {
         let freed = shared
             .pools
             .remove_if(&key, |_, p| Arc::strong_count(p) == 1 && p.is_vacant());
-        let Some(((db, user), _)) = freed else {
+        let Some(((db, user), pool)) = freed else {
             continue;
         };
+        // the pool holds its database's counters: let go of it before looking at them
+        drop(pool);
         tracing::debug!("{db}/{user}: automatic database pool unused for {timeout:?}, freed");
         if shared.pools.iter().any(|e| e.key().0 == db) {
             continue;
@@ -39,5 +41,69 @@ pub fn sweep(shared: &Shared, cfg: &Config, now_ms: u64) {
         shared.db_clients.remove_if(&db, |_, c| {
             Arc::strong_count(c) == 1 && c.load(Relaxed) == 0
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[tokio::test]
+    async fn vacant_automatic_pools_go_with_their_counters_named_and_held_ones_stay() {
+        let cfg = Config::parse_str(
+            "[databases]\n* = host=127.0.0.1 port=1\nnamed = host=127.0.0.1 port=1\n\
+             [pgbouncer]\nautodb_idle_timeout = 2\n",
+            Path::new("x.ini"),
+        )
+        .unwrap();
+        let tls = crate::tls::TlsState::new(&cfg.general).unwrap();
+        let shards = crate::shard::Shards::new(vec![tokio::runtime::Handle::current()]);
+        let shared = Shared::new(
+            cfg.clone(),
+            Default::default(),
+            Default::default(),
+            tls,
+            shards,
+        );
+        let db = |n: &str| cfg.database(n).unwrap().clone();
+        drop(shared.pool_for("auto1", &db("auto1"), "u"));
+        drop(shared.pool_for("named", &db("named"), "u"));
+        let held = shared.pool_for("auto2", &db("auto2"), "u");
+        assert!(shared.db_groups.contains_key("auto1"));
+
+        // the first vacant look starts the clock; freed once 2 s have passed since
+        sweep(&shared, &cfg, 10_000);
+        sweep(&shared, &cfg, 11_000);
+        assert_eq!(shared.pools.len(), 3);
+        sweep(&shared, &cfg, 12_000);
+        let keys: Vec<String> = shared.pools.iter().map(|e| e.key().0.clone()).collect();
+        assert!(!keys.contains(&"auto1".to_string()), "{keys:?}");
+        assert!(keys.contains(&"named".to_string()), "{keys:?}");
+        // held by a client (an Arc outside the map): stays, however long
+        assert!(keys.contains(&"auto2".to_string()), "{keys:?}");
+        assert!(!shared.db_groups.contains_key("auto1"));
+        assert!(shared.db_groups.contains_key("auto2"));
+
+        // a login between two looks starts the clock again
+        drop(held);
+        sweep(&shared, &cfg, 20_000);
+        drop(shared.pool_for("auto2", &db("auto2"), "u"));
+        sweep(&shared, &cfg, 22_500);
+        assert!(shared.pools.iter().any(|e| e.key().0 == "auto2"));
+        sweep(&shared, &cfg, 24_500);
+        assert!(!shared.pools.iter().any(|e| e.key().0 == "auto2"));
+        assert!(!shared.db_groups.contains_key("auto2"));
+
+        // autodb_idle_timeout = 0: nothing is freed
+        let off = Config::parse_str(
+            "[databases]\n* = host=127.0.0.1 port=1\n[pgbouncer]\nautodb_idle_timeout = 0\n",
+            Path::new("x.ini"),
+        )
+        .unwrap();
+        drop(shared.pool_for("auto3", &db("auto3"), "u"));
+        sweep(&shared, &off, 30_000);
+        sweep(&shared, &off, 90_000);
+        assert!(shared.pools.iter().any(|e| e.key().0 == "auto3"));
     }
 }
