@@ -331,15 +331,16 @@ fn main() {
     // (so_reuseport, peered), as PgBouncer users run several processes, and one process with a
     // runtime per core (PGMUX_RUNTIME=shards)
     if std::env::var("LOAD_PROCS").is_ok_and(|v| v == "1") {
+        // the benchmark's ini plus `extra`, written as `<name>.ini`
+        let write_ini = |name: &str, port: u16, extra: &str| {
+            let path = dir.join(format!("{name}.ini"));
+            std::fs::write(&path, ini(pg.port(), port, &dir, name, tls) + extra).unwrap();
+            path
+        };
         let start = |name: &str, port: u16, extra: &str, env: &[(&str, &str)]| {
-            std::fs::write(
-                dir.join(format!("{name}.ini")),
-                ini(pg.port(), port, &dir, name, tls) + extra,
-            )
-            .unwrap();
             let child = own_session(&mut Command::new(pgmux_bin()))
                 .arg("-q")
-                .arg(dir.join(format!("{name}.ini")))
+                .arg(write_ini(name, port, extra))
                 .env("PGMUX_THREADS", "1")
                 .envs(env.iter().copied())
                 .stdout(Stdio::null())
@@ -374,13 +375,7 @@ fn main() {
                 s = sock.display(),
                 d = dir.display()
             );
-            let path = dir.join(format!("pgmux-proc{i}.ini"));
-            std::fs::write(
-                &path,
-                ini(pg.port(), p2, &dir, &format!("pgmux-proc{i}"), tls) + &extra,
-            )
-            .unwrap();
-            inis.push(path);
+            inis.push(write_ini(&format!("pgmux-proc{i}"), p2, &extra));
         }
         // Both processes in one session, as in one container: with autogroup scheduling a
         // session is a scheduling group, and a session each gave them two shares of the CPU

@@ -176,7 +176,7 @@ pub const SETTINGS: &[Setting] = &[
     s("syslog", "0", Int, false, true),
     s("syslog_facility", "daemon", Str, false, true),
     s("syslog_ident", "pgbouncer", Str, false, true),
-    s("tcp_defer_accept", "45", Int, false, true),
+    s("tcp_defer_accept", "1", Int, false, true),
     s("tcp_keepalive", "1", Int, true, true),
     s("tcp_keepcnt", "0", Int, true, true),
     s("tcp_keepidle", "0", Int, true, true),
